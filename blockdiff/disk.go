@@ -1,0 +1,185 @@
+package blockdiff
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync/atomic"
+)
+
+// AllocationMapper is an optional capability of a disk (discovered on the
+// io.ReaderAt by type assertion): it tells which parts of a range may hold
+// data. Everything else reads as zeros and is neither read nor compared
+// byte by byte: two unallocated ranges are equal at no cost, and a range
+// unallocated on one side only needs the other side's bytes checked for
+// zeros. *os.File gets this from SEEK_DATA/SEEK_HOLE without implementing it.
+type AllocationMapper interface {
+	// AllocatedRanges returns sorted, non-overlapping ranges inside
+	// [off, off+n) that may hold data. It may be called concurrently.
+	AllocatedRanges(ctx context.Context, off, n int64) ([]Range, error)
+}
+
+// disk is one side of a comparison, with the way it is read.
+type disk struct {
+	side   Side
+	r      io.ReaderAt
+	size   int64
+	mapper AllocationMapper
+	mm     *mmapFile // not nil when read through mappings
+	pool   chan []byte
+	bufLen int
+	read   atomic.Int64 // bytes actually read (or touched through a mapping)
+}
+
+func newDisk(side Side, r io.ReaderAt, size int64, c *config) (*disk, error) {
+	if r == nil {
+		return nil, fmt.Errorf("%w: %s reader is nil", ErrBadOptions, side)
+	}
+	if size < 0 {
+		return nil, fmt.Errorf("%w: %s size %d is negative", ErrBadOptions, side, size)
+	}
+	d := &disk{side: side, r: r, size: size, bufLen: c.chunk}
+	if m, ok := r.(AllocationMapper); ok {
+		d.mapper = m
+	}
+	f, ok := r.(*os.File)
+	if fb, isFB := r.(FileBacked); !ok && isFB {
+		f, ok = fb.BackingFile(), fb.BackingFile() != nil
+	}
+	if ok {
+		if d.mapper == nil {
+			d.mapper = newSeekMapper(f)
+		}
+		if !c.NoMmap {
+			d.mm = newMmapFile(f, size)
+		}
+	}
+	if d.mm == nil {
+		d.pool = make(chan []byte, c.workers+1)
+	}
+	return d, nil
+}
+
+// allocated returns the allocated ranges of [off,end), or nil with all=true
+// when the disk cannot tell (everything may hold data).
+func (d *disk) allocated(ctx context.Context, off, end int64) (rs []Range, all bool, err error) {
+	if d.mapper == nil {
+		return nil, true, nil
+	}
+	rs, err = d.mapper.AllocatedRanges(ctx, off, end-off)
+	if errors.Is(err, errNoAllocationMap) {
+		d.mapper = nil
+		return nil, true, nil
+	}
+	if err != nil {
+		return nil, false, &ReadError{Side: d.side, Off: off, Len: end - off, Err: fmt.Errorf("listing allocated ranges: %w", err)}
+	}
+	if len(rs) == 1 && rs[0].Off <= off && rs[0].End() >= end {
+		return nil, true, nil
+	}
+	return rs, false, nil
+}
+
+// view is a readable window of one disk.
+type view struct {
+	b       []byte // bytes of [off, off+len(b))
+	off     int64
+	release func()
+}
+
+// window returns [off,end) of the disk. alloc (when all is false) lists the
+// allocated ranges; bytes outside them are not read (the buffered path
+// fills zeros; the mapped path leaves them untouched, the caller must not
+// look at them).
+func (d *disk) window(ctx context.Context, off, end int64, alloc []Range, all bool) (view, error) {
+	if d.mm != nil {
+		b, rel, err := d.mm.mapRange(off, end)
+		if err != nil {
+			return view{}, &ReadError{Side: d.side, Off: off, Len: end - off, Err: err}
+		}
+		d.read.Add(end - off)
+		return view{b: b, off: off, release: rel}, nil
+	}
+	var buf []byte
+	select {
+	case buf = <-d.pool:
+	default:
+		buf = make([]byte, d.bufLen)
+	}
+	buf = buf[:end-off]
+	rel := func() {
+		select {
+		case d.pool <- buf[:cap(buf)]:
+		default:
+		}
+	}
+	readAt := func(o, e int64) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n, err := d.r.ReadAt(buf[o-off:e-off], o)
+		d.read.Add(int64(n))
+		if n == int(e-o) {
+			return nil
+		}
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return &ReadError{Side: d.side, Off: o, Len: e - o, Err: err}
+	}
+	if all {
+		if err := readAt(off, end); err != nil {
+			rel()
+			return view{}, err
+		}
+		return view{b: buf, off: off, release: rel}, nil
+	}
+	pos := off
+	for _, r := range alloc {
+		s, e := max(r.Off, off), min(r.End(), end)
+		if s >= e {
+			continue
+		}
+		clear(buf[pos-off : s-off])
+		if err := readAt(s, e); err != nil {
+			rel()
+			return view{}, err
+		}
+		pos = e
+	}
+	clear(buf[pos-off:])
+	return view{b: buf, off: off, release: rel}, nil
+}
+
+func (d *disk) prefetch(off, end int64) {
+	if d.mm != nil {
+		d.mm.prefetch(off, end)
+	}
+}
+
+// allocCursor answers "may [s,e) hold data?" for ascending queries.
+type allocCursor struct {
+	rs  []Range
+	all bool
+	i   int
+}
+
+func (a *allocCursor) any(s, e int64) bool {
+	if a.all {
+		return true
+	}
+	for a.i < len(a.rs) && a.rs[a.i].End() <= s {
+		a.i++
+	}
+	return a.i < len(a.rs) && a.rs[a.i].Off < e
+}
+
+// FileBacked is an optional capability of a disk whose bytes [0, size) are
+// those of an *os.File (a regular file or a block device), for wrappers that
+// are not themselves an *os.File: the file is then read through memory
+// mappings like a bare *os.File.
+type FileBacked interface {
+	BackingFile() *os.File
+}

@@ -1,0 +1,88 @@
+package blockdiff
+
+import "fmt"
+
+// Kind says what a writer must do with an Extent.
+type Kind uint8
+
+const (
+	// Data: the source holds bytes the target lacks; copy them.
+	Data Kind = iota
+	// Zero: the source reads as zeros and the target does not; clear the
+	// range on the target (punch, zero-range, Clear Pages) instead of
+	// writing zeros.
+	Zero
+	// Excess: the range exists only on the target, past the end of the
+	// source. A writer truncates it, or keeps it, as its policy says.
+	Excess
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Data:
+		return "data"
+	case Zero:
+		return "zero"
+	case Excess:
+		return "excess"
+	}
+	return fmt.Sprintf("Kind(%d)", uint8(k))
+}
+
+// Extent is a byte range of the disks, [Off, Off+Len), and what differs there.
+type Extent struct {
+	Off  int64
+	Len  int64
+	Kind Kind
+}
+
+// End returns Off+Len.
+func (e Extent) End() int64 { return e.Off + e.Len }
+
+// IsZero reports whether the source reads as zeros over the extent.
+func (e Extent) IsZero() bool { return e.Kind == Zero }
+
+func (e Extent) String() string {
+	return fmt.Sprintf("%s[%d,+%d)", e.Kind, e.Off, e.Len)
+}
+
+// Range is a plain byte range [Off, Off+Len).
+type Range struct {
+	Off int64
+	Len int64
+}
+
+// End returns Off+Len.
+func (r Range) End() int64 { return r.Off + r.Len }
+
+// coalescer merges adjacent extents of the same kind before handing them on.
+type coalescer struct {
+	cur  Extent
+	have bool
+	emit func(Extent) error
+	n    int64 // extents emitted
+}
+
+func (c *coalescer) add(e Extent) error {
+	if e.Len == 0 {
+		return nil
+	}
+	if c.have && c.cur.Kind == e.Kind && c.cur.End() == e.Off {
+		c.cur.Len += e.Len
+		return nil
+	}
+	if err := c.flush(); err != nil {
+		return err
+	}
+	c.cur, c.have = e, true
+	return nil
+}
+
+func (c *coalescer) flush() error {
+	if !c.have {
+		return nil
+	}
+	c.have = false
+	c.n++
+	return c.emit(c.cur)
+}

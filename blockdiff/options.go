@@ -1,0 +1,136 @@
+package blockdiff
+
+import (
+	"fmt"
+	"runtime"
+)
+
+const (
+	// DefaultBlockSize is the comparison granularity when Options.BlockSize is 0.
+	DefaultBlockSize = 64 << 10
+	// MaxBlockSize is the largest block size accepted (one Put Page).
+	MaxBlockSize = 4 << 20
+	// SectorSize is the unit every block size, refinement size and range
+	// offset is a multiple of.
+	SectorSize = 512
+	// DefaultChunkSize is the unit of work handed to one worker.
+	DefaultChunkSize = 4 << 20
+)
+
+// Options tune a comparison. The zero value means the documented defaults;
+// Options are read, never changed, by the calls that take them.
+type Options struct {
+	// BlockSize is the comparison granularity in bytes: a multiple of 512,
+	// at most 4 MiB. Default 64 KiB. Blocks sit on an absolute grid
+	// (block i covers [i*BlockSize, (i+1)*BlockSize)), clipped to the
+	// disk and to the range, so slices of one disk compared by different
+	// workers line up.
+	BlockSize int
+
+	// RefineSize, when not 0, refines each differing block to this finer
+	// granularity (a multiple of 512 that divides BlockSize) so only the
+	// sub-blocks that differ are reported. Exact mode only: it costs no
+	// extra read, both blocks are already in memory.
+	RefineSize int
+
+	// Concurrency is the number of comparison workers, each reading both
+	// sides of its chunk. Default: max(4, GOMAXPROCS).
+	Concurrency int
+
+	// ReadAhead is the number of chunks that may be read (or prefetched)
+	// ahead of the oldest chunk not yet reported. Default: 2*Concurrency+2.
+	// Together with ChunkSize it bounds memory: the buffered read path
+	// holds at most 2*ChunkSize*(Concurrency+ReadAhead) bytes; the mapped
+	// path holds no buffers at all, only Concurrency windows mapped.
+	ReadAhead int
+
+	// ChunkSize is the unit of work of one worker, rounded up to a
+	// multiple of BlockSize. Default 4 MiB (or BlockSize if larger).
+	ChunkSize int
+
+	// Offset and Length limit the comparison to [Offset, Offset+Length).
+	// Offset must be a multiple of 512. Length 0 means to the end of the
+	// larger disk.
+	Offset, Length int64
+
+	// Hints, when not nil, limit the comparison to these ranges (widened
+	// to whole blocks): the caller knows nothing changed elsewhere. An
+	// empty non-nil slice compares nothing. Ranges may overlap and come
+	// in any order.
+	Hints []Range
+
+	// NoMmap turns off memory-mapped reading of *os.File disks; they are
+	// then read with pread into pooled buffers like any io.ReaderAt.
+	NoMmap bool
+
+	// Progress, when not nil, is told how many bytes of the range were
+	// compared, as each chunk finishes. It is called from one goroutine
+	// at a time.
+	Progress func(compared int64)
+}
+
+type config struct {
+	Options
+	bs, refine, chunk, workers, inflight int
+	// splitAt, when > 0, ends the block that straddles it there (hash
+	// mode cuts the source's blocks where the target ends).
+	splitAt int64
+}
+
+func (o *Options) config() (config, error) {
+	var c config
+	if o != nil {
+		c.Options = *o
+	}
+	c.bs = c.BlockSize
+	if c.bs == 0 {
+		c.bs = DefaultBlockSize
+	}
+	if c.bs < 0 || c.bs%SectorSize != 0 || c.bs > MaxBlockSize {
+		return c, fmt.Errorf("%w: block size %d is not a multiple of 512 between 512 and %d", ErrBadOptions, c.bs, MaxBlockSize)
+	}
+	c.refine = c.RefineSize
+	if c.refine != 0 {
+		if c.refine < 0 || c.refine%SectorSize != 0 || c.refine >= c.bs || c.bs%c.refine != 0 {
+			return c, fmt.Errorf("%w: refine size %d must be a multiple of 512 that divides the block size %d and is smaller", ErrBadOptions, c.refine, c.bs)
+		}
+	}
+	c.workers = c.Concurrency
+	if c.workers == 0 {
+		c.workers = max(4, runtime.GOMAXPROCS(0))
+	}
+	if c.workers < 0 {
+		return c, fmt.Errorf("%w: concurrency %d", ErrBadOptions, c.workers)
+	}
+	ra := c.ReadAhead
+	if ra == 0 {
+		ra = 2*c.workers + 2
+	}
+	if ra < 0 {
+		return c, fmt.Errorf("%w: read-ahead %d", ErrBadOptions, ra)
+	}
+	c.inflight = c.workers + ra
+	c.chunk = c.ChunkSize
+	if c.chunk == 0 {
+		c.chunk = DefaultChunkSize
+	}
+	if c.chunk < 0 || c.chunk > 1<<30 {
+		return c, fmt.Errorf("%w: chunk size %d", ErrBadOptions, c.chunk)
+	}
+	if c.chunk < c.bs {
+		c.chunk = c.bs
+	}
+	c.chunk = (c.chunk + c.bs - 1) / c.bs * c.bs
+	if c.Offset < 0 || c.Offset%SectorSize != 0 {
+		return c, fmt.Errorf("%w: offset %d is not a non-negative multiple of 512", ErrBadOptions, c.Offset)
+	}
+	if c.Length < 0 {
+		return c, fmt.Errorf("%w: length %d", ErrBadOptions, c.Length)
+	}
+	for _, h := range c.Hints {
+		if h.Off < 0 || h.Len < 0 {
+			return c, fmt.Errorf("%w: hint %+v", ErrBadOptions, h)
+		}
+	}
+	return c, nil
+}

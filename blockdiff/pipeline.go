@@ -1,0 +1,188 @@
+package blockdiff
+
+import (
+	"context"
+	"sort"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// chunk is one unit of work: a block-aligned slice [off, end) of the range.
+type chunk struct {
+	seq      int64
+	off, end int64
+}
+
+// planner yields the chunks of [lo, hi), restricted to hints when given.
+// Chunk boundaries sit on the absolute chunk grid so that every worker of a
+// sliced run agrees on them.
+type planner struct {
+	spans []Range // merged, sorted, block-aligned spans to cover
+	i     int
+	pos   int64
+	chunk int64
+	seq   int64
+}
+
+func newPlanner(c *config, lo, hi int64) *planner {
+	p := &planner{chunk: int64(c.chunk)}
+	if hi <= lo {
+		return p
+	}
+	if c.Hints == nil {
+		p.spans = []Range{{lo, hi - lo}}
+	} else {
+		bs := int64(c.bs)
+		spans := make([]Range, 0, len(c.Hints))
+		for _, h := range c.Hints {
+			s := h.Off / bs * bs
+			e := (h.End() + bs - 1) / bs * bs
+			if h.Len == 0 {
+				continue
+			}
+			s, e = max(s, lo), min(e, hi)
+			if s < e {
+				spans = append(spans, Range{s, e - s})
+			}
+		}
+		sort.Slice(spans, func(i, j int) bool { return spans[i].Off < spans[j].Off })
+		merged := spans[:0]
+		for _, s := range spans {
+			if n := len(merged); n > 0 && s.Off <= merged[n-1].End() {
+				merged[n-1].Len = max(merged[n-1].End(), s.End()) - merged[n-1].Off
+				continue
+			}
+			merged = append(merged, s)
+		}
+		p.spans = merged
+	}
+	if len(p.spans) > 0 {
+		p.pos = p.spans[0].Off
+	}
+	return p
+}
+
+func (p *planner) next() (chunk, bool) {
+	for p.i < len(p.spans) {
+		sp := p.spans[p.i]
+		if p.pos >= sp.End() {
+			p.i++
+			if p.i < len(p.spans) {
+				p.pos = p.spans[p.i].Off
+			}
+			continue
+		}
+		end := min((p.pos/p.chunk+1)*p.chunk, sp.End())
+		ch := chunk{seq: p.seq, off: p.pos, end: end}
+		p.seq++
+		p.pos = end
+		return ch, true
+	}
+	return chunk{}, false
+}
+
+// runOrdered runs work on every chunk with c.workers goroutines and hands the
+// results to done in chunk order, on the calling goroutine. At most
+// c.inflight chunks are between the planner and done at any time, which
+// bounds memory. prefetch, when not nil, is called by the planner goroutine
+// for each chunk before it is queued, ahead of the workers.
+func runOrdered[R any](ctx context.Context, c *config, p *planner,
+	prefetch func(chunk),
+	work func(ctx context.Context, ch chunk) (R, error),
+	done func(ch chunk, r R) error) error {
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(ctx)
+
+	type result struct {
+		ch chunk
+		r  R
+	}
+	tokens := make(chan struct{}, c.inflight)
+	jobs := make(chan chunk)
+	results := make(chan result, c.inflight)
+
+	g.Go(func() error {
+		defer close(jobs)
+		for {
+			ch, ok := p.next()
+			if !ok {
+				return nil
+			}
+			select {
+			case tokens <- struct{}{}:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+			if prefetch != nil {
+				prefetch(ch)
+			}
+			select {
+			case jobs <- ch:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+		}
+	})
+	var wg sync.WaitGroup
+	for i := 0; i < c.workers; i++ {
+		wg.Add(1)
+		g.Go(func() error {
+			defer wg.Done()
+			for ch := range jobs {
+				r, err := work(gctx, ch)
+				if err != nil {
+					return err
+				}
+				select {
+				case results <- result{ch, r}:
+				case <-gctx.Done():
+					return gctx.Err()
+				}
+			}
+			return nil
+		})
+	}
+	go func() { wg.Wait(); close(results) }()
+
+	var doneErr error
+	pending := make(map[int64]result, c.inflight)
+	var nextSeq int64
+	for res := range results {
+		if doneErr != nil {
+			continue // drain until the workers have stopped
+		}
+		pending[res.ch.seq] = res
+		for {
+			r, ok := pending[nextSeq]
+			if !ok {
+				break
+			}
+			delete(pending, nextSeq)
+			nextSeq++
+			<-tokens
+			if err := done(r.ch, r.r); err != nil {
+				doneErr = err
+				cancel()
+				break
+			}
+		}
+	}
+	gerr := g.Wait()
+	if doneErr != nil {
+		return doneErr
+	}
+	if err := ctx.Err(); err != nil && gerr == nil {
+		gerr = err
+	}
+	if gerr != nil {
+		// Report the caller's cancellation as such, not our derived one.
+		if perr := context.Cause(ctx); perr != nil && gerr == context.Canceled {
+			return perr
+		}
+		return gerr
+	}
+	return nil
+}
