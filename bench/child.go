@@ -79,7 +79,6 @@ func readFloor(paths []string) (map[string]any, error) {
 	return map[string]any{"bytes_read": total}, nil
 }
 
-
 func childCompare(ctx context.Context, args []string) (map[string]any, error) {
 	if len(args) != 3 {
 		return nil, fmt.Errorf("compare SRC DST BLOCKSIZE")

@@ -30,7 +30,7 @@ type Stats struct {
 //
 // fn is called from the calling goroutine while comparison goes on, so a
 // consumer can start writing before it ends; an error from fn stops the
-// comparison and is returned as is. 
+// comparison and is returned as is.
 //
 // Sizes need not be multiples of 512: the last block is then short and is
 // compared over its real length; refusing odd sizes is a writer's business

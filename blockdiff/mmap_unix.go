@@ -115,4 +115,3 @@ func (s seekMapper) AllocatedRanges(ctx context.Context, off, n int64) ([]Range,
 	runtime.KeepAlive(s.f)
 	return rs, nil
 }
-
