@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 
@@ -144,4 +146,29 @@ func evict(paths ...string) error {
 func warm(paths ...string) error {
 	_, err := readFloor(paths)
 	return err
+}
+
+// dataBytes counts the bytes of path in 64 KiB blocks that are not all
+// zeros: what a seed must write.
+func dataBytes(path string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	buf := make([]byte, 64<<10)
+	zero := make([]byte, 64<<10)
+	var n int64
+	for {
+		m, err := io.ReadFull(f, buf)
+		if m > 0 && !bytes.Equal(buf[:m], zero[:m]) {
+			n += int64(m)
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return n, nil
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
 }

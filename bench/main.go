@@ -1,15 +1,20 @@
 // Command bench measures deltasync against the read floor measured in the
-// same run (every file it needs read in parallel with plain reads), and
-// against peers when they are installed.
+// same run (every file the case needs read in parallel with plain reads),
+// and against the peers that are installed, on the same files in the same
+// run, and writes a report: JSON (every run), Markdown (a table) and SVG
+// (charts).
 //
-//	go run ./bench -quick
-//	go run ./bench -size 4G -runs 5 -cases compare
+//	go run ./bench -quick                      # < 2 minutes, what CI runs
+//	go run ./bench -out report -size 4G        # the full run of the README
 //
-// Each measured operation runs in a child process, observed from outside:
-// wall time, CPU time, peak anonymous memory (RssAnon sampled every 5 ms),
-// VmHWM, and the bytes the kernel charged it for reading and writing
-// storage (/proc/PID/io). Cold runs first write and drop the files' cached
-// pages (fsync + posix_fadvise DONTNEED; drop_caches is not permitted).
+// Each measured operation runs in a process of its own, observed from
+// outside: wall time, CPU time (its children included), peak anonymous
+// memory (RssAnon sampled every 5 ms) and VmHWM, and the bytes the kernel
+// charged it for reading and writing storage (/proc/PID/io). Cold runs
+// first write back and drop the files' cached pages (fsync +
+// posix_fadvise DONTNEED; drop_caches is not permitted here). Every synced
+// or seeded target is compared with its source afterwards: a wrong target
+// fails the run loudly.
 package main
 
 import (
@@ -18,9 +23,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 func main() {
@@ -38,150 +43,116 @@ func main() {
 }
 
 type config struct {
-	dir    string
-	size   int64
-	block  int64
-	change float64
-	runs   int
-	caches []string
-	cases  []string
-	keep   bool
+	dir       string
+	out       string
+	size      int64
+	sizes     []int64
+	block     int64
+	changes   []float64
+	runs      int
+	caches    []string
+	cases     []string
+	deltasync string
+	peers     []peer
+	quick     bool
 }
+
+type multi []string
+
+func (m *multi) String() string     { return strings.Join(*m, ",") }
+func (m *multi) Set(s string) error { *m = append(*m, s); return nil }
 
 func run() error {
 	var c config
-	var size, block, caches, cases string
-	quick := flag.Bool("quick", false, "small images, few runs: finishes in well under two minutes")
+	var size, sizes, block, changes, caches, cases string
+	var peerFlags multi
+	flag.BoolVar(&c.quick, "quick", false, "256 MiB images, 3 runs, the main cases: well under two minutes")
 	flag.StringVar(&c.dir, "dir", filepath.Join(os.TempDir(), "deltasync-bench"), "folder for the images (on the disk to measure)")
-	flag.StringVar(&size, "size", "4G", "image size (K, M, G suffixes)")
+	flag.StringVar(&c.out, "out", "bench-report", "folder for the report (report.json, report.md, report.svg)")
+	flag.StringVar(&size, "size", "4G", "image size of the delta and seed cases (K, M, G suffixes)")
+	flag.StringVar(&sizes, "sizes", "1G,4G,16G", "image sizes of the scale case")
 	flag.StringVar(&block, "block", "64K", "block size")
-	flag.Float64Var(&c.change, "change", 0.01, "fraction of blocks changed")
-	flag.IntVar(&c.runs, "runs", 3, "runs of each measurement (median, min, max reported)")
-	flag.StringVar(&caches, "cache", "warm,cold", "cache states to measure: warm, cold")
-	flag.StringVar(&cases, "cases", "compare", "cases to run, comma separated: compare")
-	flag.BoolVar(&c.keep, "keep", false, "keep the images afterwards")
+	flag.StringVar(&changes, "changes", "0.001,0.01,0.1", "fractions of blocks changed in the sync case")
+	flag.IntVar(&c.runs, "runs", 3, "runs of each measurement (median, min and max are reported)")
+	flag.StringVar(&caches, "cache", "warm,cold", "page-cache states to measure: warm, cold")
+	flag.StringVar(&cases, "cases", "compare,sync,subblock,seed", "cases, comma separated: compare, sync, subblock, seed, scale")
+	flag.StringVar(&c.deltasync, "deltasync", "", "deltasync binary to measure (default: built from this module)")
+	flag.Var(&peerFlags, "peer", "another tool to measure, NAME=COMMAND with {src} and {dst} (repeatable); rsync is measured when installed")
 	flag.Parse()
-	var err error
-	if *quick {
-		size, c.runs = "256M", 3
+	if c.quick {
+		size, sizes, changes, c.runs = "256M", "64M,256M", "0.01", 3
+		if !isSet("cases") {
+			cases = "compare,sync,seed"
+		}
 	}
+	var err error
 	if c.size, err = parseSize(size); err != nil {
 		return err
 	}
 	if c.block, err = parseSize(block); err != nil {
 		return err
 	}
+	for _, s := range strings.Split(sizes, ",") {
+		n, err := parseSize(s)
+		if err != nil {
+			return err
+		}
+		c.sizes = append(c.sizes, n)
+	}
+	for _, s := range strings.Split(changes, ",") {
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil || f < 0 || f > 1 {
+			return fmt.Errorf("bad change fraction %q", s)
+		}
+		c.changes = append(c.changes, f)
+	}
 	c.caches = strings.Split(caches, ",")
 	c.cases = strings.Split(cases, ",")
+	if c.peers, err = findPeers(peerFlags); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(c.dir, 0o755); err != nil {
 		return err
 	}
+	defer os.RemoveAll(c.dir)
+	if c.deltasync == "" {
+		if c.deltasync, err = buildDeltasync(c.dir); err != nil {
+			return err
+		}
+	}
 	ctx := context.Background()
+	rep := &Report{Started: time.Now().UTC(), Machine: machine(), Command: strings.Join(os.Args, " "), Peers: peerStatus(c.peers)}
 	for _, cs := range c.cases {
-		switch cs {
-		case "compare":
-			if err := caseCompare(ctx, &c); err != nil {
-				return err
-			}
-		default:
+		fn, ok := cases_[cs]
+		if !ok {
 			return fmt.Errorf("unknown case %q", cs)
 		}
-	}
-	return nil
-}
-
-// caseCompare compares two images differing in c.change of their blocks,
-// against the floor of reading both in parallel.
-func caseCompare(ctx context.Context, c *config) error {
-	a := filepath.Join(c.dir, "a.img")
-	b := filepath.Join(c.dir, "b.img")
-	fmt.Printf("making %s images (%.1f%% of %s blocks changed) in %s\n", human(c.size), c.change*100, human(c.block), c.dir)
-	if err := makeImage(a, c.size, 0, 1); err != nil {
-		return err
-	}
-	n, err := changeBlocks(a, b, c.block, c.change, 0, false, 2)
-	if err != nil {
-		return err
-	}
-	if !c.keep {
-		defer os.Remove(a)
-		defer os.Remove(b)
-	}
-	want := int64(n) * c.block
-	for _, cache := range c.caches {
-		var floor, cmp []Measure
-		for r := 0; r < c.runs; r++ {
-			for _, which := range []string{"floor", "compare"} {
-				if err := prepare(cache, a, b); err != nil {
-					return err
-				}
-				var m Measure
-				if which == "floor" {
-					m, err = runChild(ctx, false, "floor", a, b)
-					floor = append(floor, m)
-				} else {
-					m, err = runChild(ctx, false, "compare", a, b, strconv.FormatInt(c.block, 10))
-					cmp = append(cmp, m)
-				}
-				if err != nil {
-					return err
-				}
-			}
-			if got := int64(cmp[len(cmp)-1].Child["bytes_differ"].(float64)); got != want {
-				return fmt.Errorf("compare found %d differing bytes, %d were changed: WRONG RESULT", got, want)
-			}
+		if err := fn(ctx, &c, rep); err != nil {
+			return fmt.Errorf("case %s: %w", cs, err)
 		}
-		printRow("compare "+cache, c.size, floor, cmp)
 	}
-	return nil
+	rep.Finished = time.Now().UTC()
+	return rep.write(c.out)
 }
 
-func prepare(cache string, files ...string) error {
-	switch cache {
-	case "cold":
-		return evict(files...)
-	case "warm":
-		return warm(files...)
-	}
-	return fmt.Errorf("unknown cache state %q", cache)
-}
-
-// stat returns the median, min and max of f over ms.
-func stat(ms []Measure, f func(Measure) float64) (med, lo, hi float64) {
-	v := make([]float64, len(ms))
-	for i, m := range ms {
-		v[i] = f(m)
-	}
-	sort.Float64s(v)
-	return v[len(v)/2], v[0], v[len(v)-1]
-}
-
-func printRow(name string, size int64, floor, ms []Measure) {
-	fmed, _, _ := stat(floor, func(m Measure) float64 { return m.Seconds })
-	med, lo, hi := stat(ms, func(m Measure) float64 { return m.Seconds })
-	ratios := make([]Measure, len(ms))
-	for i := range ms {
-		ratios[i].Seconds = ms[i].Seconds / floor[i].Seconds
-	}
-	rmed, rlo, rhi := stat(ratios, func(m Measure) float64 { return m.Seconds })
-	anon, _, anonHi := stat(ms, func(m Measure) float64 { return m.PeakAnonMiB })
-	hwm, _, _ := stat(ms, func(m Measure) float64 { return m.VmHWMMiB })
-	cpu, _, _ := stat(ms, func(m Measure) float64 { return m.CPUSeconds })
-	fmt.Printf("%-16s %s: %.3fs (min %.3f max %.3f)  floor %.3fs  ratio %.2fx (min %.2f max %.2f)  cpu %.2fs  anon %.1f MiB (max %.1f)  VmHWM %.1f MiB  n=%d\n",
-		name, human(size), med, lo, hi, fmed, rmed, rlo, rhi, cpu, anon, anonHi, hwm, len(ms))
+func isSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 func parseSize(s string) (int64, error) {
 	mult := int64(1)
+	t := strings.TrimSpace(s)
 	switch {
-	case strings.HasSuffix(s, "K"):
-		mult, s = 1<<10, strings.TrimSuffix(s, "K")
-	case strings.HasSuffix(s, "M"):
-		mult, s = 1<<20, strings.TrimSuffix(s, "M")
-	case strings.HasSuffix(s, "G"):
-		mult, s = 1<<30, strings.TrimSuffix(s, "G")
+	case strings.HasSuffix(t, "K"):
+		mult, t = 1<<10, strings.TrimSuffix(t, "K")
+	case strings.HasSuffix(t, "M"):
+		mult, t = 1<<20, strings.TrimSuffix(t, "M")
+	case strings.HasSuffix(t, "G"):
+		mult, t = 1<<30, strings.TrimSuffix(t, "G")
 	}
-	n, err := strconv.ParseInt(s, 10, 64)
+	n, err := strconv.ParseInt(t, 10, 64)
 	if err != nil || n <= 0 {
 		return 0, fmt.Errorf("bad size %q", s)
 	}
@@ -191,11 +162,11 @@ func parseSize(s string) (int64, error) {
 func human(n int64) string {
 	switch {
 	case n >= 1<<30 && n%(1<<30) == 0:
-		return fmt.Sprintf("%dGiB", n>>30)
+		return fmt.Sprintf("%d GiB", n>>30)
 	case n >= 1<<20 && n%(1<<20) == 0:
-		return fmt.Sprintf("%dMiB", n>>20)
+		return fmt.Sprintf("%d MiB", n>>20)
 	case n >= 1<<10 && n%(1<<10) == 0:
-		return fmt.Sprintf("%dKiB", n>>10)
+		return fmt.Sprintf("%d KiB", n>>10)
 	}
-	return fmt.Sprintf("%dB", n)
+	return fmt.Sprintf("%d B", n)
 }

@@ -30,6 +30,9 @@ type Measure struct {
 	// to storage), last sampled before exit.
 	ReadBytes  int64 `json:"read_bytes"`
 	WriteBytes int64 `json:"write_bytes"`
+	// Verified is true when the target was compared with the source
+	// after the run and found identical.
+	Verified bool `json:"verified,omitempty"`
 	// Child is what the child itself reported (its own counters).
 	Child map[string]any `json:"child,omitempty"`
 }
