@@ -59,7 +59,7 @@ func Compare(ctx context.Context, src io.ReaderAt, srcSize int64, dst io.ReaderA
 		return st, err
 	}
 	lo, hi := c.bounds(max(srcSize, dstSize))
-	co := &coalescer{emit: fn}
+	co := &coalescer{emit: fn, max: c.MaxExtent}
 	var prefetch func(chunk)
 	if s.mm != nil || d.mm != nil {
 		prefetch = func(ch chunk) {
@@ -81,6 +81,9 @@ func Compare(ctx context.Context, src io.ReaderAt, srcSize int64, dst io.ReaderA
 				if err := co.add(e); err != nil {
 					return err
 				}
+			}
+			if c.Reached != nil {
+				c.Reached(co.reached(ch.end))
 			}
 			return nil
 		})

@@ -61,6 +61,7 @@ type coalescer struct {
 	have bool
 	emit func(Extent) error
 	n    int64 // extents emitted
+	max  int64 // when > 0, emit a merged extent once it is this long
 }
 
 func (c *coalescer) add(e Extent) error {
@@ -69,6 +70,9 @@ func (c *coalescer) add(e Extent) error {
 	}
 	if c.have && c.cur.Kind == e.Kind && c.cur.End() == e.Off {
 		c.cur.Len += e.Len
+		if c.max > 0 && c.cur.Len >= c.max {
+			return c.flush()
+		}
 		return nil
 	}
 	if err := c.flush(); err != nil {
@@ -76,6 +80,15 @@ func (c *coalescer) add(e Extent) error {
 	}
 	c.cur, c.have = e, true
 	return nil
+}
+
+// reached returns the offset below which every extent has been emitted,
+// given that everything before end has been added.
+func (c *coalescer) reached(end int64) int64 {
+	if c.have {
+		return c.cur.Off
+	}
+	return end
 }
 
 func (c *coalescer) flush() error {

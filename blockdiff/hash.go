@@ -235,11 +235,11 @@ var errStraddle = errors.New("target block straddles the source's end")
 func CompareHashes(ctx context.Context, src io.ReaderAt, srcSize int64, h Hasher, dst HashIterator, dstSize int64, opts *Options, fn func(Extent) error) (Stats, error) {
 	start := time.Now()
 	var st Stats
-	co := &coalescer{emit: fn}
 	c, err := opts.config()
 	if err != nil {
 		return st, err
 	}
+	co := &coalescer{emit: fn, max: c.MaxExtent}
 	_, dhi := c.bounds(dstSize)
 	// expect reads the next target hash, which must be for block [off,end).
 	expect := func(off, end int64) (BlockHash, error) {

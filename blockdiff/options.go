@@ -63,6 +63,19 @@ type Options struct {
 	// then read with pread into pooled buffers like any io.ReaderAt.
 	NoMmap bool
 
+	// MaxExtent, when not 0, ends a merged extent once it is at least
+	// this long, so a long run of differing blocks is reported in pieces
+	// (each at most MaxExtent plus one chunk) and Reached keeps moving.
+	// Default 0: adjacent extents of one kind are always merged.
+	MaxExtent int64
+
+	// Reached, when not nil, is called in order after each chunk, from the
+	// goroutine that calls fn, with an offset below which every extent
+	// has been handed to fn: no later extent starts below it. (The last
+	// extent is held back to merge it with the next, so this can lag the
+	// comparison by one extent.) Writers use it as a resume watermark.
+	Reached func(off int64)
+
 	// Progress, when not nil, is told how many bytes of the range were
 	// compared, as each chunk finishes. It is called from one goroutine
 	// at a time.
@@ -126,6 +139,9 @@ func (o *Options) config() (config, error) {
 	}
 	if c.Length < 0 {
 		return c, fmt.Errorf("%w: length %d", ErrBadOptions, c.Length)
+	}
+	if c.MaxExtent < 0 {
+		return c, fmt.Errorf("%w: max extent %d", ErrBadOptions, c.MaxExtent)
 	}
 	for _, h := range c.Hints {
 		if h.Off < 0 || h.Len < 0 {

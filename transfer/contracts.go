@@ -1,0 +1,86 @@
+package transfer
+
+import (
+	"context"
+	"io"
+
+	"github.com/deltasync/deltasync/blockdiff"
+)
+
+// Source is a disk a run reads. It is never written. ReadAt may be called
+// concurrently (the io.ReaderAt contract).
+type Source interface {
+	io.ReaderAt
+	Size() int64
+}
+
+// Target is a disk a run makes identical to its source. It is read too:
+// comparing and verifying need its bytes. ReadAt and WriteAt may be called
+// concurrently on disjoint ranges.
+type Target interface {
+	io.ReaderAt
+	io.WriterAt
+	Size() int64
+}
+
+// The optional capabilities below are discovered by type assertion on a
+// Source or Target. A capability a disk lacks has a documented fallback.
+
+// Zeroer clears a range so that it reads as zeros, without sending zeros
+// (fallocate PUNCH_HOLE or ZERO_RANGE, BLKZEROOUT, Clear Pages).
+// Fallback: zeros are written. ZeroRange may be called concurrently with
+// WriteAt and other ZeroRange calls on disjoint ranges.
+type Zeroer interface {
+	ZeroRange(ctx context.Context, off, n int64) error
+}
+
+// Flusher makes every completed write durable (fdatasync, a device flush,
+// nothing for a page blob whose writes are durable when acknowledged).
+// Fallback: writes are taken as durable when WriteAt returns. Flush may
+// be called while other writes are in flight; it must make durable at
+// least every write that completed before it was called.
+type Flusher interface {
+	Flush(ctx context.Context) error
+}
+
+// Resizer changes the size of a target (a file grows sparse, a page blob is
+// resized). Fallback: a target smaller than its source is refused.
+type Resizer interface {
+	Resize(ctx context.Context, size int64) error
+}
+
+// WriteLimits states what a single write must look like: offsets and
+// lengths multiples of Align, at most MaxWrite bytes (0: no limit).
+// Fallback: Align 1, no limit.
+type WriteLimits interface {
+	WriteLimits() (align, maxWrite int64)
+}
+
+// Identifier names a disk stably across processes, for journals: a file's
+// device and inode, a blob's URL without its SAS. It must not contain
+// secrets. Fallback: the disk cannot be resumed from a journal.
+type Identifier interface {
+	Identity() string
+}
+
+// Versioner reports a token that changes whenever the disk's content may
+// have changed (a file's size and modification time, a blob's ETag). A
+// source whose version differs before and after a run was live, and the
+// run fails unless the caller accepts a crash-inconsistent copy.
+type Versioner interface {
+	Version(ctx context.Context) (string, error)
+}
+
+// CacheDropper drops cached pages of a range so the next read comes from
+// the device (posix_fadvise DONTNEED after a flush), for verification and
+// to keep a sync from evicting the host's working set.
+type CacheDropper interface {
+	DropCache(off, n int64) error
+}
+
+// AllocationMapper lists the ranges that may hold data; the rest reads as
+// zeros and is not read. Same contract as blockdiff's.
+type AllocationMapper = blockdiff.AllocationMapper
+
+// Extent is blockdiff's: an offset, a length, and a kind.
+type Extent = blockdiff.Extent

@@ -1,0 +1,85 @@
+// Package transfer makes a target disk identical to a source disk by
+// writing only the blocks that differ. It turns the extents that blockdiff
+// reports into writes the target accepts, copies them with bounded
+// concurrency and bounded memory, journals what is done so that an
+// interrupted run resumes, and proves the result by reading it back.
+//
+// # Words
+//
+//   - Seeding (Seed) is the first full copy into a target that is new, or
+//     proven empty: blocks of zeros are not written at all.
+//   - Sync makes an existing target identical by comparing both disks and
+//     writing only the ranges that differ.
+//   - An extent is a range [Off, Off+Len) where the disks differ and what
+//     the source holds there: Data (copied), Zero (cleared on the target,
+//     not written as zeros when the target is a Zeroer) or Excess (the
+//     target's tail past the source's end, kept unless
+//     Options.TruncateExcess).
+//   - An operation is one write or one clearing of the target: an extent
+//     rounded outward to the target's alignment, merged with its
+//     neighbours, and split to the target's largest write.
+//   - The journal records a run's identity (both disks' Identity, their
+//     sizes, the source's version, the block size, the alignment, the range
+//     and TruncateExcess) and its watermark, checksummed, in a JournalStore
+//     under a key derived from the target's identity and the range.
+//   - The watermark is the offset below which everything has been
+//     compared, written and flushed. Comparison reports extents in
+//     ascending order but writes finish in any order, so the watermark is
+//     the lower of the comparison's frontier and the oldest unfinished
+//     operation. A rerun restarts comparison from it.
+//
+// # The pipeline
+//
+// One goroutine runs blockdiff.Compare and plans operations from the
+// extents it reports, while comparison goes on; Options.Concurrency writer
+// goroutines read the source into pooled buffers and write them. Buffers
+// are taken within Options.MemoryBudget (a byte-weighted semaphore), so a
+// slow target slows the comparison instead of filling memory. Writes pass
+// through a token bucket when Options.BandwidthLimit is set. Every
+// blocking step takes the caller's context and stops when it is cancelled;
+// when one step fails the others stop and the first error is returned.
+// The disks are read once: a run never makes two passes over them
+// (except Options.Verify, which is a separate, second read by design).
+//
+// # Targets
+//
+// The target is a Target; the optional capabilities of contracts.go are
+// discovered by type assertion. Operations are aligned to WriteLimits'
+// alignment and at most its maximum write; Zero ranges are cleared with
+// ZeroRange, or written as zeros without a Zeroer; a target smaller than
+// the source is grown with Resize, or refused with ErrTargetTooSmall, and
+// never truncated below the source. The target is read during a Sync, at
+// ranges not being written, and written concurrently at disjoint ranges.
+//
+// # Journals and resuming
+//
+// A run is journaled when both disks are Identifiers (with a non-empty
+// Identity) and Options.NoJournal is not set; without identities there is
+// nothing to tell one run from another, so nothing is resumed. Every
+// Options.JournalBytes of the range compared, or Options.JournalInterval,
+// the target is flushed (Flusher) and then the journal is saved with the
+// new watermark: data is durable before the journal calls it done. A
+// rerun loads the journal, checks that its identity equals this run's in
+// every field and that its checksum holds, and restarts from its
+// watermark; a journal that does not match is refused with a
+// *JournalError (ErrJournalMismatch), or discarded with
+// Options.DiscardBadJournal, never trusted. A successful run removes its
+// journal. The default store is a DirStore in the user's state directory.
+//
+// A run may be limited to a range (Options.Offset, Options.Length) with its
+// own journal, so that several workers each take a slice of a large disk.
+//
+// # Live sources
+//
+// A source that is a Versioner has its version taken before and after the
+// run, and its size compared: a change fails the run with ErrSourceChanged
+// unless Options.AllowLive. The version is also part of the journal's
+// identity, so a source changed between an interrupted run and its rerun
+// is not resumed onto.
+//
+// # Prior state of the target
+//
+// Seed and Sync overwrite the target in place. Keeping its prior state (a
+// snapshot, a copy) before the first sync onto an existing disk is the
+// caller's choice for local targets, made before calling Sync.
+package transfer

@@ -1,0 +1,284 @@
+package transfer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/deltasync/deltasync/blockdiff"
+)
+
+// mode tells Seed from Sync.
+type mode uint8
+
+const (
+	modeSync mode = iota
+	modeSeed
+)
+
+// run is the state of one Seed or Sync.
+type run struct {
+	c    config
+	mode mode
+	src  Source
+	dst  Target
+
+	srcSize, dstSize int64
+	srcVersion       string
+	srcID, dstID     string
+	lo, hi           int64 // the range
+	start            int64 // where comparison starts: lo, or the watermark resumed from
+	excessKept       bool  // the target is longer than the source and stays so
+
+	align   int64 // the target's write alignment (1 when it has none)
+	unit    int64 // offsets of ranges and watermarks are multiples of this
+	zeroer  Zeroer
+	flusher Flusher
+
+	// cmpDst is what the target is compared as: the target itself, or a
+	// stand-in that reads as zeros when Seed proved the target empty.
+	cmpDst io.ReaderAt
+
+	pool  *bufPool
+	lim   *limiter
+	track *tracker
+	rep   *reporter
+
+	// journal; store is nil when the run is not journaled.
+	store JournalStore
+	key   string
+	ident journalIdentity
+	saved int64 // watermark of the last save
+
+	// Counters. st and the plain ones belong to one goroutine at a time
+	// (the comparing one, then the caller's); the atomic ones are updated
+	// by the writers and the journaler.
+	st                       Stats
+	differ, excess           int64
+	cmpSrcRead, cmpDstRead   int64
+	verSrcRead, verDstRead   int64
+	written, zeroed          atomic.Int64
+	writes, zeroes           atomic.Int64
+	copySrcRead, copyDstRead atomic.Int64
+	flushNanos, journalSaves atomic.Int64
+}
+
+// execute runs a Seed or a Sync.
+func execute(ctx context.Context, m mode, src Source, dst Target, opts *Options) (Stats, error) {
+	began := time.Now()
+	r := &run{mode: m, src: src, dst: dst}
+	r.st.ResizedFrom = -1
+	err := r.execute(ctx, opts)
+	st := r.stats()
+	st.Elapsed = time.Since(began)
+	return st, err
+}
+
+func (r *run) stats() Stats {
+	st := r.st
+	st.Written = r.written.Load()
+	st.Zeroed = r.zeroed.Load()
+	st.Writes = r.writes.Load()
+	st.Zeroes = r.zeroes.Load()
+	st.Equal = max(0, st.Compared-r.differ-r.excess)
+	st.ExcessKept = r.excess
+	st.SourceRead = r.cmpSrcRead + r.copySrcRead.Load() + r.verSrcRead
+	st.TargetRead = r.cmpDstRead + r.copyDstRead.Load() + r.verDstRead
+	st.Flush = time.Duration(r.flushNanos.Load())
+	st.JournalSaves = int(r.journalSaves.Load())
+	return st
+}
+
+// execute runs the phases in order: prepare, copy, flush, verify.
+func (r *run) execute(ctx context.Context, opts *Options) (err error) {
+	if r.src == nil || r.dst == nil {
+		return badOptions("source or target is nil")
+	}
+	if r.c, err = opts.config(); err != nil {
+		return err
+	}
+	r.rep = &reporter{p: r.c.Progress, every: r.c.progressEv, now: time.Now}
+	r.rep.enter(PhasePrepare, 0)
+	if err := r.limits(); err != nil {
+		return err
+	}
+	if err := r.identify(ctx); err != nil {
+		return err
+	}
+	if err := r.size(ctx); err != nil {
+		return err
+	}
+	if err := r.openJournal(ctx); err != nil {
+		return err
+	}
+	if err := r.chooseComparand(ctx); err != nil {
+		return err
+	}
+
+	if r.c.hook != nil {
+		r.c.hook(r)
+	}
+
+	// Compare and write, in one pipeline.
+	r.rep.enter(PhaseCopy, r.hi-r.start)
+	t := time.Now()
+	err = r.pipeline(ctx)
+	r.st.Copy = time.Since(t)
+	if err != nil {
+		if r.store != nil && ctx.Err() == nil && !errors.Is(err, context.Canceled) {
+			// Keep what is durable: a rerun resumes from here.
+			if cerr := r.checkpoint(ctx); cerr != nil {
+				err = errors.Join(err, cerr)
+			}
+		}
+		return err
+	}
+
+	r.rep.enter(PhaseFlush, 0)
+	if err := r.flush(ctx); err != nil {
+		return err
+	}
+	if r.store != nil && r.c.Verify {
+		// All is written and durable: a rerun need only verify.
+		if err := r.save(ctx, r.hi); err != nil {
+			return err
+		}
+	}
+	if err := r.checkSource(ctx); err != nil {
+		return err
+	}
+	if r.c.Verify {
+		r.rep.enter(PhaseVerify, r.hi-r.lo)
+		t := time.Now()
+		err := r.verify(ctx)
+		r.st.Verify = time.Since(t)
+		if errors.Is(err, ErrVerifyMismatch) {
+			// The journal calls everything done, and it is not: a
+			// rerun must compare all again.
+			if r.store != nil {
+				if derr := r.store.Delete(ctx, r.key); derr != nil {
+					err = errors.Join(err, fmt.Errorf("transfer: removing journal %s: %w", r.key, derr))
+				}
+			}
+			// A live source explains a mismatch better.
+			if serr := r.checkSource(ctx); serr != nil {
+				return errors.Join(serr, err)
+			}
+		}
+		if err != nil {
+			return err
+		}
+		r.st.Verified = true
+	}
+	if r.store != nil {
+		if err := r.store.Delete(ctx, r.key); err != nil {
+			return fmt.Errorf("transfer: the run finished but removing its journal %s failed: %w", r.key, err)
+		}
+	}
+	r.rep.enter(PhaseDone, r.hi-r.lo)
+	return nil
+}
+
+// pipeline compares from r.start to r.hi and writes what differs while
+// comparison goes on: the comparing goroutine plans operations and hands
+// them to the writers; the journaler saves the watermark as it moves.
+func (r *run) pipeline(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	ops := make(chan *op)
+	writersDone := make(chan struct{})
+	kick := make(chan struct{}, 1)
+	var wg sync.WaitGroup
+	for range r.c.writers {
+		wg.Add(1)
+		g.Go(func() error {
+			defer wg.Done()
+			return r.writer(gctx, ops)
+		})
+	}
+	g.Go(func() error {
+		wg.Wait()
+		close(writersDone)
+		return nil
+	})
+	if r.store != nil {
+		g.Go(func() error { return r.journaler(gctx, writersDone, kick) })
+	}
+	g.Go(func() error {
+		defer close(ops)
+		return r.compare(gctx, ops, kick)
+	})
+	return g.Wait()
+}
+
+// compare runs blockdiff over the range and plans what it reports. When
+// journaled, the range is compared in segments of JournalBytes on an
+// absolute grid: at the end of a segment every extent before it has been
+// reported (blockdiff holds the last extent back to merge it with the
+// next), so the frontier is known exactly there.
+func (r *run) compare(ctx context.Context, ops chan<- *op, kick chan<- struct{}) error {
+	p := &planner{
+		align:     r.align,
+		writeSize: r.c.writeSize,
+		zeroSize:  r.c.zeroSize,
+		limit:     r.dstSize,
+		emit:      func(o *op) error { return r.issue(ctx, ops, o) },
+	}
+	lastKick := r.start
+	advance := func(f int64) {
+		r.track.advance(p.held(f))
+		if r.store != nil && f-lastKick >= r.c.journalBytes {
+			lastKick = f
+			select {
+			case kick <- struct{}{}:
+			default:
+			}
+		}
+	}
+	bo := blockdiff.Options{
+		BlockSize:   r.c.bs,
+		RefineSize:  r.c.RefineSize,
+		Concurrency: r.c.compareConc,
+		NoMmap:      r.c.NoMmap,
+		Progress:    r.rep.advance,
+		Offset:      r.start,
+		Length:      r.hi - r.start,
+		// One comparison over the whole range: Reached tells how far
+		// every extent has been handed over, which is the watermark.
+		Reached: advance,
+	}
+	if r.store != nil {
+		bo.MaxExtent = r.c.journalBytes
+	}
+	bst, err := blockdiff.Compare(ctx, r.src, r.srcSize, r.cmpDst, r.dstSize, &bo, func(x blockdiff.Extent) error {
+		r.st.Extents++
+		r.rep.extents++
+		if x.Kind == blockdiff.Excess {
+			r.excess += x.Len
+		} else {
+			r.differ += x.Len
+			if err := p.add(x); err != nil {
+				return err
+			}
+		}
+		advance(x.End())
+		return nil
+	})
+	r.st.Compared += bst.Compared
+	r.cmpSrcRead += bst.SourceRead
+	r.cmpDstRead += bst.TargetRead
+	if err != nil {
+		return err
+	}
+	advance(r.hi)
+	if err := p.flush(); err != nil {
+		return err
+	}
+	r.track.advance(r.hi)
+	return nil
+}

@@ -1,0 +1,319 @@
+package transfer
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+)
+
+// JournalStore keeps journals by key. Keys are short lowercase hex
+// strings. Implementations must be safe for concurrent use by runs with
+// different keys.
+type JournalStore interface {
+	// Load returns the journal saved under key, or an error satisfying
+	// errors.Is(err, fs.ErrNotExist) when there is none.
+	Load(ctx context.Context, key string) ([]byte, error)
+	// Save stores data under key atomically: a later Load returns the
+	// old journal or the new one, never a mixture or a truncated one,
+	// even across a crash, and once Save returns the new one is durable.
+	Save(ctx context.Context, key string, data []byte) error
+	// Delete removes the journal under key; a missing one is not an error.
+	Delete(ctx context.Context, key string) error
+}
+
+var (
+	_ JournalStore = DirStore{}
+	_ JournalStore = (*MemStore)(nil)
+)
+
+// DirStore keeps each journal as a file "<key>.journal" in a directory,
+// created (mode 0700) when first needed. Save writes a temporary file,
+// syncs it, renames it over the old one and syncs the directory. The zero
+// value uses DefaultStateDir.
+type DirStore struct {
+	// Dir is the directory. Default: DefaultStateDir().
+	Dir string
+}
+
+// DefaultStateDir returns $XDG_STATE_HOME/deltasync, or, when that is not
+// set, ~/.local/state/deltasync. It reads the environment when called.
+func DefaultStateDir() (string, error) {
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" && filepath.IsAbs(d) {
+		return filepath.Join(d, "deltasync"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("transfer: no state directory for journals: %w", err)
+	}
+	return filepath.Join(home, ".local", "state", "deltasync"), nil
+}
+
+func (s DirStore) path(key string) (dir, file string, err error) {
+	if !validKey(key) {
+		return "", "", fmt.Errorf("%w: journal key %q", ErrBadOptions, key)
+	}
+	dir = s.Dir
+	if dir == "" {
+		if dir, err = DefaultStateDir(); err != nil {
+			return "", "", err
+		}
+	}
+	return dir, filepath.Join(dir, key+".journal"), nil
+}
+
+func validKey(key string) bool {
+	if key == "" || len(key) > 128 {
+		return false
+	}
+	return strings.Trim(key, "0123456789abcdef") == ""
+}
+
+// Load reads the journal file of key.
+func (s DirStore) Load(ctx context.Context, key string) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	_, file, err := s.path(key)
+	if err != nil {
+		return nil, err
+	}
+	return os.ReadFile(file)
+}
+
+// Save writes the journal file of key atomically and durably.
+func (s DirStore) Save(ctx context.Context, key string, data []byte) (err error) {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	dir, file, err := s.path(key)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, key+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if _, err = f.Write(data); err != nil {
+		return err
+	}
+	if err = f.Sync(); err != nil {
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	if err = os.Rename(f.Name(), file); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+// Delete removes the journal file of key.
+func (s DirStore) Delete(ctx context.Context, key string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	dir, file, err := s.path(key)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(file); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// MemStore keeps journals in memory: for tests, and for callers that keep
+// journals elsewhere and copy them in and out. The zero value is ready.
+type MemStore struct {
+	mu sync.Mutex
+	m  map[string][]byte
+}
+
+// Load returns a copy of the journal of key.
+func (s *MemStore) Load(ctx context.Context, key string) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b, ok := s.m[key]
+	if !ok {
+		return nil, fmt.Errorf("transfer: journal %s: %w", key, fs.ErrNotExist)
+	}
+	return bytes.Clone(b), nil
+}
+
+// Save stores a copy of data under key.
+func (s *MemStore) Save(ctx context.Context, key string, data []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = make(map[string][]byte)
+	}
+	s.m[key] = bytes.Clone(data)
+	return nil
+}
+
+// Delete removes the journal of key.
+func (s *MemStore) Delete(ctx context.Context, key string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.m, key)
+	return nil
+}
+
+// Keys returns the keys of the journals held, in no particular order.
+func (s *MemStore) Keys() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	keys := make([]string, 0, len(s.m))
+	for k := range s.m {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// journalIdentity is what makes two runs the same run: a journal is
+// trusted only when all of it is equal.
+type journalIdentity struct {
+	SourceID       string `json:"source_id"`
+	TargetID       string `json:"target_id"`
+	SourceSize     int64  `json:"source_size"`
+	TargetSize     int64  `json:"target_size"` // after growing or truncating
+	SourceVersion  string `json:"source_version,omitempty"`
+	BlockSize      int    `json:"block_size"`
+	Align          int64  `json:"align"`
+	Offset         int64  `json:"offset"`
+	Length         int64  `json:"length"`
+	TruncateExcess bool   `json:"truncate_excess"`
+}
+
+// journalRecord is a saved journal.
+type journalRecord struct {
+	Identity journalIdentity `json:"identity"`
+	// Watermark: everything in [Offset, Watermark) was compared, written
+	// and flushed.
+	Watermark int64 `json:"watermark"`
+}
+
+// journalKey names the journal of a target and range.
+func journalKey(targetID string, offset, length int64) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "deltasync journal v1\x00%s\x00%d\x00%d", targetID, offset, length)
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// The journal's encoding: magic, big-endian payload length, the JSON
+// payload, and the SHA-256 of all that precedes it.
+var journalMagic = [8]byte{'D', 'S', 'J', 'R', 'N', 'L', '0', '1'}
+
+const maxJournal = 1 << 20
+
+func encodeJournal(r journalRecord) ([]byte, error) {
+	payload, err := json.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	b := make([]byte, 0, len(journalMagic)+4+len(payload)+sha256.Size)
+	b = append(b, journalMagic[:]...)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(payload)))
+	b = append(b, payload...)
+	sum := sha256.Sum256(b)
+	return append(b, sum[:]...), nil
+}
+
+// decodeJournal checks and decodes a journal; the error says what is wrong.
+func decodeJournal(b []byte) (journalRecord, error) {
+	var r journalRecord
+	hdr := len(journalMagic) + 4
+	if len(b) < hdr+sha256.Size {
+		return r, fmt.Errorf("truncated (%d bytes)", len(b))
+	}
+	if !bytes.Equal(b[:len(journalMagic)], journalMagic[:]) {
+		return r, errors.New("not a journal of this version")
+	}
+	n := int(binary.BigEndian.Uint32(b[len(journalMagic):hdr]))
+	if n > maxJournal || hdr+n+sha256.Size != len(b) {
+		return r, fmt.Errorf("length %d does not match its %d bytes (truncated?)", n, len(b))
+	}
+	sum := sha256.Sum256(b[:hdr+n])
+	if !bytes.Equal(sum[:], b[hdr+n:]) {
+		return r, errors.New("checksum mismatch (corrupt)")
+	}
+	dec := json.NewDecoder(bytes.NewReader(b[hdr : hdr+n]))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		return r, fmt.Errorf("undecodable: %v", err)
+	}
+	return r, nil
+}
+
+// mismatch names the first field in which a journal's identity differs
+// from this run's, or returns "".
+func (j journalIdentity) mismatch(now journalIdentity) string {
+	diff := func(name string, a, b any) string {
+		return fmt.Sprintf("%s differs (journal %v, this run %v)", name, a, b)
+	}
+	switch {
+	case j.SourceID != now.SourceID:
+		return diff("source identity", fmt.Sprintf("%q", j.SourceID), fmt.Sprintf("%q", now.SourceID))
+	case j.TargetID != now.TargetID:
+		return diff("target identity", fmt.Sprintf("%q", j.TargetID), fmt.Sprintf("%q", now.TargetID))
+	case j.SourceSize != now.SourceSize:
+		return diff("source size", j.SourceSize, now.SourceSize)
+	case j.TargetSize != now.TargetSize:
+		return diff("target size", j.TargetSize, now.TargetSize)
+	case j.SourceVersion != now.SourceVersion:
+		return diff("source version", fmt.Sprintf("%q", j.SourceVersion), fmt.Sprintf("%q", now.SourceVersion))
+	case j.BlockSize != now.BlockSize:
+		return diff("block size", j.BlockSize, now.BlockSize)
+	case j.Align != now.Align:
+		return diff("alignment", j.Align, now.Align)
+	case j.Offset != now.Offset || j.Length != now.Length:
+		return diff("range", fmt.Sprintf("[%d,+%d)", j.Offset, j.Length), fmt.Sprintf("[%d,+%d)", now.Offset, now.Length))
+	case j.TruncateExcess != now.TruncateExcess:
+		return diff("TruncateExcess", j.TruncateExcess, now.TruncateExcess)
+	}
+	return ""
+}

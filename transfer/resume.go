@@ -1,0 +1,121 @@
+package transfer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"time"
+
+	"github.com/deltasync/deltasync/blockdiff"
+)
+
+// openJournal loads this run's journal, if any, and resumes from it.
+func (r *run) openJournal(ctx context.Context) error {
+	if r.c.NoJournal || r.c.Journal == nil || r.srcID == "" || r.dstID == "" {
+		return nil
+	}
+	r.store = r.c.Journal
+	r.st.Journaled = true
+	r.key = journalKey(r.dstID, r.c.Offset, r.c.Length)
+	r.ident = journalIdentity{
+		SourceID:       r.srcID,
+		TargetID:       r.dstID,
+		SourceSize:     r.srcSize,
+		TargetSize:     r.dstSize,
+		BlockSize:      r.c.bs,
+		Align:          r.align,
+		Offset:         r.c.Offset,
+		Length:         r.c.Length,
+		TruncateExcess: r.c.TruncateExcess,
+	}
+	if !r.c.AllowLive {
+		r.ident.SourceVersion = r.srcVersion
+	}
+	r.saved = r.lo
+	b, err := r.store.Load(ctx, r.key)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("transfer: loading journal %s: %w", r.key, err)
+	}
+	rec, err := decodeJournal(b)
+	var why string
+	switch {
+	case err != nil:
+		why = err.Error()
+	case rec.Identity.mismatch(r.ident) != "":
+		why = rec.Identity.mismatch(r.ident)
+	case rec.Watermark < r.lo || rec.Watermark > r.hi || (rec.Watermark < r.hi && rec.Watermark%blockdiff.SectorSize != 0):
+		why = fmt.Sprintf("watermark %d is outside the range [%d,%d) or unaligned (corrupt)", rec.Watermark, r.lo, r.hi)
+	}
+	if why != "" {
+		if !r.c.DiscardBadJournal {
+			return &JournalError{Key: r.key, Reason: why}
+		}
+		if err := r.store.Delete(ctx, r.key); err != nil {
+			return fmt.Errorf("transfer: discarding journal %s: %w", r.key, err)
+		}
+		r.st.JournalDiscarded = true
+		return nil
+	}
+	r.start, r.saved = rec.Watermark, rec.Watermark
+	r.st.Resumed, r.st.ResumedFrom = true, rec.Watermark
+	r.track = newTracker(r.start)
+	return nil
+}
+
+// journaler saves the journal every JournalInterval, and when the
+// comparison kicks it, until the writers are done.
+func (r *run) journaler(ctx context.Context, done <-chan struct{}, kick <-chan struct{}) error {
+	t := time.NewTicker(r.c.journalEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil // whoever cancelled reports why
+		case <-done:
+			return nil
+		case <-kick:
+		case <-t.C:
+		}
+		if err := r.checkpoint(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// checkpoint saves the watermark if it moved: first the target is
+// flushed, so that what the journal calls done is durable, then the
+// journal is saved. The watermark is read before the flush: every write
+// below it has completed, so the flush covers it.
+func (r *run) checkpoint(ctx context.Context) error {
+	w := r.track.watermark()
+	if w < r.hi {
+		w = max(r.start, roundDown(roundDown(w, int64(r.c.bs)), r.unit))
+	} else {
+		w = r.hi
+	}
+	if w <= r.saved {
+		return nil
+	}
+	if err := r.flush(ctx); err != nil {
+		return err
+	}
+	return r.save(ctx, w)
+}
+
+// save records watermark w in the journal.
+func (r *run) save(ctx context.Context, w int64) error {
+	b, err := encodeJournal(journalRecord{Identity: r.ident, Watermark: w})
+	if err != nil {
+		return err
+	}
+	if err := r.store.Save(ctx, r.key, b); err != nil {
+		return fmt.Errorf("transfer: saving journal %s at watermark %d: %w", r.key, w, err)
+	}
+	r.saved = w
+	r.journalSaves.Add(1)
+	return nil
+}

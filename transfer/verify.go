@@ -1,0 +1,40 @@
+package transfer
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/deltasync/deltasync/blockdiff"
+)
+
+// verify proves the target equal to the source over the range by reading
+// both again. The target was flushed; its cache is dropped first (when it
+// is a CacheDropper) so the bytes read are the device's, not the pages the
+// run just wrote. The target's excess is accepted when it is kept.
+func (r *run) verify(ctx context.Context) error {
+	if r.hi == r.lo {
+		return nil
+	}
+	if cd, ok := r.dst.(CacheDropper); ok {
+		if err := cd.DropCache(r.lo, r.hi-r.lo); err != nil {
+			return fmt.Errorf("transfer: verify: dropping the target's cache of [%d,+%d): %w", r.lo, r.hi-r.lo, err)
+		}
+	}
+	bo := blockdiff.Options{
+		BlockSize:   r.c.bs,
+		Concurrency: r.c.compareConc,
+		NoMmap:      r.c.NoMmap,
+		Offset:      r.lo,
+		Length:      r.hi - r.lo,
+		Progress:    r.rep.advance,
+	}
+	bst, err := blockdiff.Compare(ctx, r.src, r.srcSize, r.dst, r.dst.Size(), &bo, func(x blockdiff.Extent) error {
+		if x.Kind == blockdiff.Excess && r.excessKept {
+			return nil
+		}
+		return &VerifyError{Off: x.Off, Len: x.Len, Kind: x.Kind}
+	})
+	r.verSrcRead += bst.SourceRead
+	r.verDstRead += bst.TargetRead
+	return err
+}

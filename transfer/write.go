@@ -1,0 +1,134 @@
+package transfer
+
+import (
+	"context"
+	"io"
+	"time"
+
+	"github.com/deltasync/deltasync/blockdiff"
+)
+
+// issue gives an operation its buffer (waiting for the memory budget),
+// registers it with the tracker and queues it to a writer.
+func (r *run) issue(ctx context.Context, ops chan<- *op, o *op) error {
+	if o.kind == opWrite || r.zeroer == nil {
+		b, err := r.pool.get(ctx)
+		if err != nil {
+			return err
+		}
+		o.buf = b
+	}
+	r.track.add(o)
+	select {
+	case ops <- o:
+		return nil
+	case <-ctx.Done():
+		r.pool.put(o.buf)
+		return ctx.Err()
+	}
+}
+
+// writer performs operations until ops is closed or one fails.
+func (r *run) writer(ctx context.Context, ops <-chan *op) error {
+	for o := range ops {
+		err := r.perform(ctx, o)
+		r.pool.put(o.buf)
+		o.buf = nil
+		if err != nil {
+			return err
+		}
+		r.track.finish(o)
+	}
+	return nil
+}
+
+// perform does one operation on the target.
+func (r *run) perform(ctx context.Context, o *op) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	n := o.len()
+	if o.kind == opZero && r.zeroer != nil {
+		if err := r.zeroer.ZeroRange(ctx, o.off, n); err != nil {
+			return &WriteError{Op: "zero", Off: o.off, Len: n, Err: err}
+		}
+		r.zeroes.Add(1)
+		r.zeroed.Add(n)
+		r.rep.zeroed.Add(n)
+		return nil
+	}
+	b := o.buf[:n]
+	if o.kind == opZero {
+		clear(b)
+	} else {
+		// Source bytes; past the source's end (an unaligned source end
+		// rounded up over a target that is longer), the target's own.
+		se := max(o.off, min(o.end, r.srcSize))
+		if err := readFull(r.src, b[:se-o.off], o.off); err != nil {
+			return &ReadError{Side: blockdiff.Source, Off: o.off, Len: se - o.off, Err: err}
+		}
+		r.copySrcRead.Add(se - o.off)
+		if se < o.end {
+			if err := readFull(r.dst, b[se-o.off:], se); err != nil {
+				return &ReadError{Side: blockdiff.Target, Off: se, Len: o.end - se, Err: err}
+			}
+			r.copyDstRead.Add(o.end - se)
+		}
+	}
+	if err := r.lim.wait(ctx, n); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	opName := "write"
+	if o.kind == opZero {
+		opName = "zero"
+	}
+	w, err := r.dst.WriteAt(b, o.off)
+	if err == nil && int64(w) < n {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
+		return &WriteError{Op: opName, Off: o.off, Len: n, Err: err}
+	}
+	if o.kind == opZero {
+		r.zeroes.Add(1)
+		r.zeroed.Add(n)
+		r.rep.zeroed.Add(n)
+	} else {
+		r.writes.Add(1)
+		r.written.Add(n)
+		r.rep.written.Add(n)
+	}
+	return nil
+}
+
+// readFull reads all of b at off, following the io.ReaderAt contract.
+func readFull(ra io.ReaderAt, b []byte, off int64) error {
+	if len(b) == 0 {
+		return nil
+	}
+	n, err := ra.ReadAt(b, off)
+	if n == len(b) {
+		return nil
+	}
+	if err == nil || err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// flush makes the target's completed writes durable.
+func (r *run) flush(ctx context.Context) error {
+	if r.flusher == nil {
+		return ctx.Err()
+	}
+	t := time.Now()
+	err := r.flusher.Flush(ctx)
+	r.flushNanos.Add(int64(time.Since(t)))
+	if err != nil {
+		return &WriteError{Op: "flush", Err: err}
+	}
+	return nil
+}
