@@ -1,0 +1,119 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/deltasync/deltasync/localdisk"
+	"github.com/deltasync/deltasync/transfer"
+)
+
+// size is a flag value in bytes that takes K, M, G, T suffixes (powers of
+// 1024, with or without "iB").
+type size int64
+
+func (s *size) String() string { return strconv.FormatInt(int64(*s), 10) }
+
+func (s *size) Set(v string) error {
+	n, err := parseSize(v)
+	*s = size(n)
+	return err
+}
+
+func parseSize(v string) (int64, error) {
+	t := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(v)), "IB"), "B")
+	mult := int64(1)
+	if n := len(t); n > 0 {
+		switch t[n-1] {
+		case 'K':
+			mult = 1 << 10
+		case 'M':
+			mult = 1 << 20
+		case 'G':
+			mult = 1 << 30
+		case 'T':
+			mult = 1 << 40
+		}
+		if mult > 1 {
+			t = t[:n-1]
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("bad size %q (want a number with an optional K, M, G or T suffix)", v)
+	}
+	return n * mult, nil
+}
+
+// runFlags are the flags of seed and sync.
+type runFlags struct {
+	blockSize, refine, memory, bwlimit, offset, length size
+	concurrency                                        int
+	journalDir                                         string
+	noJournal, discardJournal, verify, json, allowLive bool
+	truncate, direct, noMmap                           bool
+	zeroMode                                           string
+}
+
+func newFlagSet(name string, rf *runFlags) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(os.Stderr, "usage: deltasync %s [flags] SRC DST\n", name)
+		fs.PrintDefaults()
+	}
+	fs.Var(&rf.blockSize, "block-size", "comparison block size: a multiple of 512 up to 4M (default 64K)")
+	fs.Var(&rf.refine, "refine", "refine differing blocks to this size (a multiple of 512 dividing the block size; 0: off)")
+	fs.IntVar(&rf.concurrency, "concurrency", 0, "writer goroutines (default 4)")
+	fs.Var(&rf.memory, "memory", "memory budget of write buffers (default 64M)")
+	fs.Var(&rf.bwlimit, "bwlimit", "bandwidth limit, bytes per second written (0: none)")
+	fs.Var(&rf.offset, "offset", "work only from this offset (a multiple of 512)")
+	fs.Var(&rf.length, "length", "work only on this many bytes from -offset (0: to the end)")
+	fs.StringVar(&rf.journalDir, "journal-dir", "", "folder of resume journals (default: the user's state directory)")
+	fs.BoolVar(&rf.noJournal, "no-journal", false, "keep no journal: an interrupted run starts over")
+	fs.BoolVar(&rf.discardJournal, "discard-bad-journal", false, "delete a journal that does not match this run instead of failing")
+	fs.BoolVar(&rf.verify, "verify", false, "re-read both disks after the run (the target from the device) and prove them equal")
+	fs.BoolVar(&rf.json, "json", false, "print one JSON object with the run's figures on stdout")
+	fs.BoolVar(&rf.allowLive, "allow-live", false, "accept a source that is mounted or changes during the run (crash-inconsistent copy)")
+	fs.BoolVar(&rf.truncate, "truncate", false, "shrink a target longer than the source (default: its tail is kept)")
+	fs.BoolVar(&rf.direct, "direct", false, "open the target with O_DIRECT")
+	fs.BoolVar(&rf.noMmap, "no-mmap", false, "read with pread instead of memory mappings")
+	fs.StringVar(&rf.zeroMode, "zero-mode", "punch", "how a file target clears zero ranges: punch (sparse), zero-range (keeps blocks), write")
+	return fs
+}
+
+func (rf *runFlags) options() transfer.Options {
+	o := transfer.Options{
+		BlockSize:         int(rf.blockSize),
+		RefineSize:        int(rf.refine),
+		Concurrency:       rf.concurrency,
+		MemoryBudget:      int64(rf.memory),
+		BandwidthLimit:    int64(rf.bwlimit),
+		Offset:            int64(rf.offset),
+		Length:            int64(rf.length),
+		Verify:            rf.verify,
+		AllowLive:         rf.allowLive,
+		TruncateExcess:    rf.truncate,
+		NoJournal:         rf.noJournal,
+		DiscardBadJournal: rf.discardJournal,
+		NoMmap:            rf.noMmap,
+	}
+	if rf.journalDir != "" {
+		o.Journal = transfer.DirStore{Dir: rf.journalDir}
+	}
+	return o
+}
+
+func (rf *runFlags) zero() (localdisk.ZeroMode, error) {
+	switch rf.zeroMode {
+	case "punch", "":
+		return localdisk.PunchHoleMode, nil
+	case "zero-range":
+		return localdisk.ZeroRangeMode, nil
+	case "write":
+		return localdisk.WriteZerosMode, nil
+	}
+	return 0, fmt.Errorf("-zero-mode %q: want punch, zero-range or write", rf.zeroMode)
+}

@@ -1,0 +1,71 @@
+// Command deltasync makes a target disk identical to a source disk by
+// moving only the blocks that differ.
+//
+//	deltasync seed SRC DST       fill a new (or proven empty) target
+//	deltasync sync SRC DST       send only the differences
+//	deltasync verify SRC DST     exit 0 if and only if identical
+//	deltasync demo               all of it on two demo images in a temp folder
+//
+// SRC and DST are image files or block devices. Exit status: 0 success, 1
+// the disks differ (verify), 2 any error.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `usage: deltasync COMMAND [flags] ARGS
+
+commands:
+  seed SRC DST     fill a new target from SRC (zero blocks are not written)
+  sync SRC DST     make an existing DST identical to SRC, sending only differences
+  verify SRC DST   compare; exit 0 if identical, 1 if they differ
+  demo             seed, change and sync two demo images in a temp folder
+
+'deltasync COMMAND -h' lists the flags of a command.
+`
+
+// errDiffer makes the process exit with status 1: the disks differ.
+var errDiffer = errors.New("the disks differ")
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, os.Args[1:])
+	switch {
+	case err == nil:
+	case errors.Is(err, errDiffer):
+		fmt.Fprintln(os.Stderr, "deltasync:", err)
+		os.Exit(1)
+	default:
+		fmt.Fprintln(os.Stderr, "deltasync:", err)
+		os.Exit(2)
+	}
+}
+
+func run(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, usage)
+		return errors.New("no command")
+	}
+	switch args[0] {
+	case "seed":
+		return cmdCopy(ctx, "seed", args[1:])
+	case "sync":
+		return cmdCopy(ctx, "sync", args[1:])
+	case "verify":
+		return cmdVerify(ctx, args[1:])
+	case "demo":
+		return cmdDemo(ctx, args[1:])
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+		return nil
+	}
+	fmt.Fprint(os.Stderr, usage)
+	return fmt.Errorf("unknown command %q", args[0])
+}

@@ -1,0 +1,32 @@
+package main
+
+import (
+	"io"
+
+	"github.com/deltasync/deltasync/localdisk"
+	"github.com/deltasync/deltasync/transfer"
+)
+
+// disk is an opened source or target.
+type disk interface {
+	transfer.Target
+	io.Closer
+}
+
+// openSource opens SRC: a path to an image file or a block device.
+func openSource(arg string, rf *runFlags) (transfer.Source, io.Closer, error) {
+	d, err := localdisk.OpenSource(arg, localdisk.SourceOptions{AllowLive: rf.allowLive})
+	if err != nil {
+		return nil, nil, err
+	}
+	return d, d, nil
+}
+
+// openTarget opens DST, creating a missing file when create is set.
+func openTarget(arg string, rf *runFlags, create bool) (disk, error) {
+	zm, err := rf.zero()
+	if err != nil {
+		return nil, err
+	}
+	return localdisk.OpenTarget(arg, localdisk.TargetOptions{Create: create, Direct: rf.direct, ZeroMode: zm})
+}
