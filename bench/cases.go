@@ -315,6 +315,14 @@ func caseSeed(ctx context.Context, c *config, rep *Report) error {
 				{name: "cp", external: true, mutates: true, argv: func(src, dst string) []string {
 					return []string{"cp", "--sparse=always", src, dst}
 				}},
+				// Durable on return, like deltasync's default.
+				{name: "cp+fsync", external: true, mutates: true, argv: func(src, dst string) []string {
+					return []string{"sh", "-c", `cp --sparse=always "$0" "$1" && sync "$1"`, src, dst}
+				}},
+				// As durable as cp: the OS writes back when it pleases.
+				{name: "deltasync-nofsync", external: true, mutates: true, argv: func(src, dst string) []string {
+					return []string{c.deltasync, "seed", "--json", "-fsync", "none", src, dst}
+				}},
 			}
 			if err := measure(ctx, c, rep, sp, src, "", tools); err != nil {
 				return err

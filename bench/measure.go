@@ -89,8 +89,10 @@ func runChild(ctx context.Context, ext bool, args ...string) (Measure, error) {
 	if err != nil {
 		return m, fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
 	}
-	if !ext && out.Len() > 0 {
-		if jerr := json.Unmarshal(out.Bytes(), &m.Child); jerr != nil {
+	if out.Len() > 0 {
+		// Children print one JSON object; so does deltasync --json.
+		// Other tools' output is kept out of the report.
+		if jerr := json.Unmarshal(out.Bytes(), &m.Child); jerr != nil && !ext {
 			return m, fmt.Errorf("child output %q: %v", out.String(), jerr)
 		}
 	}

@@ -100,7 +100,7 @@ func (r *Result) summarise() {
 			s.Ratio = median(ratios)
 		}
 		s.ReadBytes, s.WriteBytes = int64(median(rd)), int64(median(wr))
-		if n == "deltasync" {
+		if strings.HasPrefix(n, "deltasync") {
 			if v := r.childInt(n, "bytes_written"); v >= 0 {
 				s.ToolWritten = v
 			}
@@ -119,7 +119,10 @@ func order(tool string) int {
 	case "deltasync":
 		return 1
 	}
-	return 2
+	if strings.HasPrefix(tool, "deltasync") {
+		return 2
+	}
+	return 3
 }
 
 func (sp spec) title() string {

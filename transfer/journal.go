@@ -232,9 +232,22 @@ type journalIdentity struct {
 // journalRecord is a saved journal.
 type journalRecord struct {
 	Identity journalIdentity `json:"identity"`
-	// Watermark: everything in [Offset, Watermark) was compared, written
-	// and flushed.
+	// Watermark: everything in [Offset, Watermark) was compared and
+	// written; flushed too, unless BootID is set.
 	Watermark int64 `json:"watermark"`
+	// BootID, when set, is the boot of the machine that saved the record
+	// without flushing the target first: the record holds only within
+	// that boot (see DurableEnd).
+	BootID string `json:"boot_id,omitempty"`
+}
+
+// machineBootID returns this boot's ID, or "" when it cannot be read.
+func machineBootID() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // journalKey names the journal of a target and range.

@@ -135,11 +135,56 @@ type Options struct {
 	// memory mappings (see blockdiff.Options.NoMmap).
 	NoMmap bool
 
+	// Durability says when the target is flushed. Default DurableEnd.
+	Durability Durability
+
+	// bootID, when not nil, replaces the machine's boot ID; for tests
+	// that simulate a reboot.
+	bootID func() string
 	// clock is the time source of the bandwidth limiter; tests replace it.
 	clock clock
 	// hook, when not nil, is called with the run once it is prepared,
 	// before anything is copied; for tests.
 	hook func(*run)
+}
+
+// Durability says when a run flushes its target (a Flusher; a target
+// without one is durable when WriteAt returns, and none of this applies).
+type Durability uint8
+
+const (
+	// DurableEnd, the default: the target is flushed once, at the end of
+	// the run, so a run that returns nil left everything durable. Journal
+	// checkpoints during the run are saved without a flush, stamped with
+	// this machine's boot ID: a process killed (kill -9) loses nothing
+	// the kernel already holds, so a rerun in the same boot resumes from
+	// the checkpoint; after a reboot (power loss, crash), when unflushed
+	// writes may be gone, the journal is discarded and the run starts
+	// over, comparing everything. On local disks this runs at page-cache
+	// speed, like cp and rsync, instead of waiting for the disk at every
+	// checkpoint. Where the boot ID cannot be read, checkpoints flush.
+	DurableEnd Durability = iota
+	// DurableCheckpoint flushes the target before every journal save as
+	// well: the journal is then good across reboots, at the price of
+	// waiting for the disk every JournalBytes.
+	DurableCheckpoint
+	// DurableNone never flushes, like cp and rsync: the operating system
+	// writes back when it pleases. Checkpoints are stamped with the boot
+	// ID as for DurableEnd. Verify still flushes (it must read from the
+	// device).
+	DurableNone
+)
+
+func (d Durability) String() string {
+	switch d {
+	case DurableEnd:
+		return "end"
+	case DurableCheckpoint:
+		return "checkpoint"
+	case DurableNone:
+		return "none"
+	}
+	return "Durability(invalid)"
 }
 
 // config is Options with defaults applied and limits checked.
@@ -200,6 +245,9 @@ func (o *Options) config() (config, error) {
 		return c, badOptions("write size %d", c.WriteSize)
 	}
 	c.zeroSize = DefaultZeroSize
+	if c.Durability > DurableNone {
+		return c, badOptions("durability %d", c.Durability)
+	}
 	if c.BandwidthLimit < 0 {
 		return c, badOptions("bandwidth limit %d", c.BandwidthLimit)
 	}

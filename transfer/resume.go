@@ -33,6 +33,13 @@ func (r *run) openJournal(ctx context.Context) error {
 		r.ident.SourceVersion = r.srcVersion
 	}
 	r.saved = r.lo
+	if r.flusher != nil && r.c.Durability != DurableCheckpoint {
+		if r.c.bootID != nil {
+			r.bootID = r.c.bootID()
+		} else {
+			r.bootID = machineBootID()
+		}
+	}
 	b, err := r.store.Load(ctx, r.key)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -49,6 +56,16 @@ func (r *run) openJournal(ctx context.Context) error {
 		why = rec.Identity.mismatch(r.ident)
 	case rec.Watermark < r.lo || rec.Watermark > r.hi || (rec.Watermark < r.hi && rec.Watermark%blockdiff.SectorSize != 0):
 		why = fmt.Sprintf("watermark %d is outside the range [%d,%d) or unaligned (corrupt)", rec.Watermark, r.lo, r.hi)
+	}
+	if why == "" && rec.BootID != "" && rec.BootID != r.bootID {
+		// Saved without a flush in another boot: what it calls written
+		// may have been lost with the page cache. Not an error: start
+		// over, comparing everything.
+		if err := r.store.Delete(ctx, r.key); err != nil {
+			return fmt.Errorf("transfer: discarding journal %s of an earlier boot: %w", r.key, err)
+		}
+		r.st.JournalDiscarded = true
+		return nil
 	}
 	if why != "" {
 		if !r.c.DiscardBadJournal {
@@ -100,15 +117,18 @@ func (r *run) checkpoint(ctx context.Context) error {
 	if w <= r.saved {
 		return nil
 	}
-	if err := r.flush(ctx); err != nil {
-		return err
+	if r.bootID == "" {
+		// The record must hold across reboots: data first.
+		if err := r.flush(ctx); err != nil {
+			return err
+		}
 	}
 	return r.save(ctx, w)
 }
 
 // save records watermark w in the journal.
 func (r *run) save(ctx context.Context, w int64) error {
-	b, err := encodeJournal(journalRecord{Identity: r.ident, Watermark: w})
+	b, err := encodeJournal(journalRecord{Identity: r.ident, Watermark: w, BootID: r.bootID})
 	if err != nil {
 		return err
 	}

@@ -370,7 +370,7 @@ func TestPowerLossResume(t *testing.T) {
 		}
 		store := &MemStore{}
 		opts := &Options{BlockSize: bs, Journal: store, JournalBytes: 32 << 10, JournalInterval: time.Millisecond,
-			WriteSize: 8 << 10, Concurrency: 3, CompareConcurrency: 2}
+			WriteSize: 8 << 10, Concurrency: 3, CompareConcurrency: 2, Durability: DurableCheckpoint}
 		ctx, cancel := context.WithCancel(context.Background())
 		// Stop at a random write or flush: a flush interrupted is a
 		// crash before the journal could be saved.
@@ -793,5 +793,76 @@ func TestBadOptions(t *testing.T) {
 	d.align = 4096
 	if _, err := Sync(context.Background(), s, d, &Options{MemoryBudget: 1024}); !errors.Is(err, ErrBadOptions) {
 		t.Errorf("budget below alignment: got %v", err)
+	}
+}
+
+// TestCrashModes covers the default durability (DurableEnd): checkpoints
+// are saved without flushing, stamped with the boot ID. A process killed
+// in the same boot loses no write and must resume; a power loss (unflushed
+// writes dropped, then a new boot) must discard the journal and still end
+// identical. Either way no flush happens before the end of the run.
+func TestCrashModes(t *testing.T) {
+	seed := testSeed(t)
+	rng := rand.New(rand.NewPCG(seed, 3))
+	const bs = 4096
+	for _, powerLoss := range []bool{false, true} {
+		resumed, discarded := 0, 0
+		for i := range 20 {
+			src := randImage(rng, 1<<20, bs)
+			s := newMemDisk(bytes.Clone(src), "src")
+			d := newMemDisk(mutate(rng, src, bs, 60), "dst")
+			boot := "boot-1"
+			store := &MemStore{}
+			opts := &Options{BlockSize: bs, Journal: store, JournalBytes: 32 << 10, JournalInterval: time.Millisecond,
+				WriteSize: 8 << 10, Concurrency: 3, bootID: func() string { return boot }}
+			ctx, cancel := context.WithCancel(context.Background())
+			stopAt := int64(5 + rng.IntN(40))
+			var writes, flushes, flushesAtStop atomic.Int64
+			flushesAtStop.Store(-1)
+			d.onWrite = func(int) {
+				if writes.Add(1) == stopAt {
+					flushesAtStop.Store(flushes.Load())
+					cancel()
+				}
+			}
+			d.onFlush = func() { flushes.Add(1) }
+			_, err := Sync(ctx, s, d, opts)
+			cancel()
+			if err != nil && !errors.Is(err, context.Canceled) {
+				t.Fatalf("run %d: %v", i, err)
+			}
+			if n := flushesAtStop.Load(); n > 0 {
+				t.Fatalf("run %d: %d flushes before the end of an interrupted run", i, n)
+			}
+			if powerLoss {
+				d.crash()
+				boot = "boot-2"
+			}
+			d.onWrite, d.onFlush = nil, nil
+			opts.Verify = true
+			st, err := Sync(context.Background(), s, d, opts)
+			if err != nil {
+				t.Fatalf("run %d: rerun: %v", i, err)
+			}
+			if !bytes.Equal(d.bytes(), src) {
+				t.Fatalf("run %d (power loss %v): target differs at %d after rerun", i, powerLoss, firstDiff(d.bytes(), src))
+			}
+			if st.Resumed {
+				resumed++
+			}
+			if st.JournalDiscarded {
+				discarded++
+			}
+		}
+		t.Logf("power loss %v: %d of 20 resumed, %d journals discarded", powerLoss, resumed, discarded)
+		if powerLoss && resumed > 0 {
+			t.Fatal("a journal saved without a flush was trusted after a reboot")
+		}
+		if !powerLoss && resumed == 0 {
+			t.Fatal("no rerun resumed in the same boot")
+		}
+		if powerLoss && discarded == 0 {
+			t.Fatal("no journal was discarded after a reboot")
+		}
 	}
 }

@@ -59,6 +59,10 @@ func cmdCopy(ctx context.Context, name string, args []string) error {
 
 // copyDisks opens both disks and runs Seed or Sync between them.
 func copyDisks(ctx context.Context, name, srcArg, dstArg string, rf *runFlags) (transfer.Stats, error) {
+	o, err := rf.options()
+	if err != nil {
+		return transfer.Stats{}, err
+	}
 	src, srcCloser, err := openSource(srcArg, rf)
 	if err != nil {
 		return transfer.Stats{}, err
@@ -72,7 +76,6 @@ func copyDisks(ctx context.Context, name, srcArg, dstArg string, rf *runFlags) (
 		}
 		return transfer.Stats{}, err
 	}
-	o := rf.options()
 	if isTerminal(os.Stderr) && !rf.json {
 		bar := newProgressBar(os.Stderr)
 		defer bar.done()

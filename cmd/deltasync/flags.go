@@ -55,7 +55,7 @@ type runFlags struct {
 	journalDir                                         string
 	noJournal, discardJournal, verify, json, allowLive bool
 	truncate, direct, noMmap                           bool
-	zeroMode                                           string
+	zeroMode, fsync                                    string
 }
 
 func newFlagSet(name string, rf *runFlags) *flag.FlagSet {
@@ -80,11 +80,28 @@ func newFlagSet(name string, rf *runFlags) *flag.FlagSet {
 	fs.BoolVar(&rf.truncate, "truncate", false, "shrink a target longer than the source (default: its tail is kept)")
 	fs.BoolVar(&rf.direct, "direct", false, "open the target with O_DIRECT")
 	fs.BoolVar(&rf.noMmap, "no-mmap", false, "read with pread instead of memory mappings")
+	fs.StringVar(&rf.fsync, "fsync", "end", "when the target is flushed: end (durable when the command returns), checkpoint (also before every journal save), none (never, like cp and rsync)")
 	fs.StringVar(&rf.zeroMode, "zero-mode", "punch", "how a file target clears zero ranges: punch (sparse), zero-range (keeps blocks), write")
 	return fs
 }
 
-func (rf *runFlags) options() transfer.Options {
+func (rf *runFlags) durability() (transfer.Durability, error) {
+	switch rf.fsync {
+	case "end", "":
+		return transfer.DurableEnd, nil
+	case "checkpoint":
+		return transfer.DurableCheckpoint, nil
+	case "none":
+		return transfer.DurableNone, nil
+	}
+	return 0, fmt.Errorf("-fsync %q: want end, checkpoint or none", rf.fsync)
+}
+
+func (rf *runFlags) options() (transfer.Options, error) {
+	dur, err := rf.durability()
+	if err != nil {
+		return transfer.Options{}, err
+	}
 	o := transfer.Options{
 		BlockSize:         int(rf.blockSize),
 		RefineSize:        int(rf.refine),
@@ -99,11 +116,12 @@ func (rf *runFlags) options() transfer.Options {
 		NoJournal:         rf.noJournal,
 		DiscardBadJournal: rf.discardJournal,
 		NoMmap:            rf.noMmap,
+		Durability:        dur,
 	}
 	if rf.journalDir != "" {
 		o.Journal = transfer.DirStore{Dir: rf.journalDir}
 	}
-	return o
+	return o, nil
 }
 
 func (rf *runFlags) zero() (localdisk.ZeroMode, error) {
