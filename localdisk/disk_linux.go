@@ -47,6 +47,7 @@ type Disk struct {
 
 	noFallocate atomic.Bool // the filesystem refused our fallocate mode: write zeros
 	noZeroout   atomic.Bool // the device refused BLKZEROOUT: write zeros
+	noCopyRange atomic.Bool // copy_file_range refused: read and write
 
 	rmw    sync.Mutex  // serialises read-modify-write of partial blocks (Direct)
 	bounce chan []byte // pool of aligned bounce buffers (Direct)

@@ -63,7 +63,9 @@
 // every field and that its checksum holds, and restarts from its
 // watermark; a journal that does not match is refused with a
 // *JournalError (ErrJournalMismatch), or discarded with
-// Options.DiscardBadJournal, never trusted. A successful run removes its
+// Options.DiscardBadJournal, never trusted; a refused run leaves the
+// target as it was (the target is grown or truncated only after its
+// journal is accepted). A successful run removes its
 // journal. The default store is a DirStore in the user's state directory.
 //
 // A run may be limited to a range (Options.Offset, Options.Length) with its

@@ -30,6 +30,7 @@ type run struct {
 	dst  Target
 
 	srcSize, dstSize int64
+	sizeBefore       int64 // the target's size before resize
 	srcVersion       string
 	srcID, dstID     string
 	lo, hi           int64 // the range
@@ -40,6 +41,8 @@ type run struct {
 	unit    int64 // offsets of ranges and watermarks are multiples of this
 	zeroer  Zeroer
 	flusher Flusher
+	copier  RangeCopier
+	noCopy  atomic.Bool // the copier declined this source: read and write
 
 	// cmpDst is what the target is compared as: the target itself, or a
 	// stand-in that reads as zeros when Seed proved the target empty.
@@ -118,6 +121,10 @@ func (r *run) execute(ctx context.Context, opts *Options) (err error) {
 		return err
 	}
 	if err := r.openJournal(ctx); err != nil {
+		return err
+	}
+	// Only now, with the journal accepted, is the target changed.
+	if err := r.resize(ctx); err != nil {
 		return err
 	}
 	if err := r.chooseComparand(ctx); err != nil {

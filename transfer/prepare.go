@@ -44,6 +44,9 @@ func (r *run) limits() error {
 	if f, ok := r.dst.(Flusher); ok {
 		r.flusher = f
 	}
+	if c, ok := r.dst.(RangeCopier); ok {
+		r.copier = c
+	}
 	r.pool = newBufPool(ws, r.c.budget)
 	r.lim = newLimiter(r.c.BandwidthLimit, ws, r.c.clock)
 	return nil
@@ -74,8 +77,10 @@ func (r *run) identify(ctx context.Context) error {
 	return nil
 }
 
-// size grows the target to the source's size, truncates its excess when
-// asked and the range reaches the end, and fixes the range.
+// size decides the target's size (grown to the source's, its excess
+// truncated when asked and the range reaches the end) and fixes the range.
+// It does not change the target: resize does, once the journal has been
+// accepted, so that a refused run leaves the target as it found it.
 func (r *run) size(ctx context.Context) error {
 	r.dstSize = r.dst.Size()
 	if r.dstSize < 0 {
@@ -96,21 +101,15 @@ func (r *run) size(ctx context.Context) error {
 		want = r.srcSize
 	}
 	if want != r.dstSize {
-		rs, ok := r.dst.(Resizer)
-		if !ok {
+		if _, ok := r.dst.(Resizer); !ok {
 			if want > r.dstSize {
 				return fmt.Errorf("%w: target is %d bytes, source %d, and the target cannot be grown", ErrTargetTooSmall, r.dstSize, r.srcSize)
 			}
-		} else {
-			if err := rs.Resize(ctx, want); err != nil {
-				return &WriteError{Op: "resize", Off: want, Err: fmt.Errorf("from %d bytes: %w", r.dstSize, err)}
-			}
-			if got := r.dst.Size(); got != want {
-				return &WriteError{Op: "resize", Off: want, Err: fmt.Errorf("target reports %d bytes after resizing from %d", got, r.dstSize)}
-			}
-			r.st.ResizedFrom, r.dstSize = r.dstSize, want
+			want = r.dstSize
 		}
 	}
+	// From here on dstSize is the size the target will have.
+	r.sizeBefore, r.dstSize = r.dstSize, want
 	r.excessKept = r.dstSize > r.srcSize
 	r.lo = off
 	r.hi = max(r.srcSize, r.dstSize)
@@ -120,6 +119,22 @@ func (r *run) size(ctx context.Context) error {
 	r.hi = max(r.lo, r.hi)
 	r.start = r.lo
 	r.track = newTracker(r.lo)
+	return nil
+}
+
+// resize gives the target the size that size decided.
+func (r *run) resize(ctx context.Context) error {
+	if r.dstSize == r.sizeBefore {
+		return nil
+	}
+	rs := r.dst.(Resizer) // size checked
+	if err := rs.Resize(ctx, r.dstSize); err != nil {
+		return &WriteError{Op: "resize", Off: r.dstSize, Err: fmt.Errorf("from %d bytes: %w", r.sizeBefore, err)}
+	}
+	if got := r.dst.Size(); got != r.dstSize {
+		return &WriteError{Op: "resize", Off: r.dstSize, Err: fmt.Errorf("target reports %d bytes after resizing from %d", got, r.sizeBefore)}
+	}
+	r.st.ResizedFrom = r.sizeBefore
 	return nil
 }
 

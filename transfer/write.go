@@ -57,6 +57,25 @@ func (r *run) perform(ctx context.Context, o *op) error {
 		r.rep.zeroed.Add(n)
 		return nil
 	}
+	charged := false // the bandwidth limiter was already waited for
+	if o.kind == opWrite && r.copier != nil && !r.noCopy.Load() && o.end <= r.srcSize {
+		if err := r.lim.wait(ctx, n); err != nil {
+			return err
+		}
+		charged = true
+		ok, err := r.copier.CopyRange(ctx, r.src, o.off, n)
+		if err != nil {
+			return &WriteError{Op: "copy", Off: o.off, Len: n, Err: err}
+		}
+		if ok {
+			r.copySrcRead.Add(n)
+			r.writes.Add(1)
+			r.written.Add(n)
+			r.rep.written.Add(n)
+			return nil
+		}
+		r.noCopy.Store(true) // it cannot copy from this source
+	}
 	b := o.buf[:n]
 	if o.kind == opZero {
 		clear(b)
@@ -75,8 +94,10 @@ func (r *run) perform(ctx context.Context, o *op) error {
 			r.copyDstRead.Add(o.end - se)
 		}
 	}
-	if err := r.lim.wait(ctx, n); err != nil {
-		return err
+	if !charged {
+		if err := r.lim.wait(ctx, n); err != nil {
+			return err
+		}
 	}
 	if err := ctx.Err(); err != nil {
 		return err
