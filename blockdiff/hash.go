@@ -294,7 +294,13 @@ func CompareHashes(ctx context.Context, src io.ReaderAt, srcSize int64, h Hasher
 	c.splitAt = dstSize // the source's blocks end where the target does
 	err = hashBlocks(ctx, src, srcSize, h, &c, func(bh BlockHash) error {
 		nread += int64(bh.Len)
-		return consume(bh)
+		if err := consume(bh); err != nil {
+			return err
+		}
+		if c.Reached != nil {
+			c.Reached(co.reached(bh.Off + int64(bh.Len)))
+		}
+		return nil
 	})
 	if err == nil && dstSize > srcSize {
 		// The target's own tail: its hashes are consumed and it is Excess.

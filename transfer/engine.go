@@ -228,7 +228,7 @@ func (r *run) pipeline(ctx context.Context) error {
 	return g.Wait()
 }
 
-// compare runs blockdiff over the range and plans what it reports. When
+// diff runs blockdiff over the range and plans what it reports. When
 // journaled, the range is compared in segments of JournalBytes on an
 // absolute grid: at the end of a segment every extent before it has been
 // reported (blockdiff holds the last extent back to merge it with the
@@ -267,7 +267,7 @@ func (r *run) compare(ctx context.Context, ops chan<- *op, kick chan<- struct{})
 	if r.store != nil {
 		bo.MaxExtent = r.c.journalBytes
 	}
-	bst, err := blockdiff.Compare(ctx, r.src, r.srcSize, r.cmpDst, r.dstSize, &bo, func(x blockdiff.Extent) error {
+	bst, err := r.diff(ctx, r.cmpDst, r.dstSize, &bo, func(x blockdiff.Extent) error {
 		r.st.Extents++
 		r.rep.extents++
 		if x.Kind == blockdiff.Excess {
@@ -293,4 +293,28 @@ func (r *run) compare(ctx context.Context, ops chan<- *op, kick chan<- struct{})
 	}
 	r.track.advance(r.hi)
 	return nil
+}
+
+// diff runs blockdiff over the source and dst: byte for byte, or, when
+// dst is the target and it hashes its own blocks (a BlockHasher), by
+// comparing keyed hashes made on each side at the same time.
+func (r *run) diff(ctx context.Context, dst io.ReaderAt, dstSize int64, bo *blockdiff.Options, fn func(blockdiff.Extent) error) (blockdiff.Stats, error) {
+	bh, ok := dst.(BlockHasher)
+	if !ok || r.c.NoRemoteHash || dst != io.ReaderAt(r.dst) {
+		return blockdiff.Compare(ctx, r.src, r.srcSize, dst, dstSize, bo, fn)
+	}
+	key, err := blockdiff.NewKey()
+	if err != nil {
+		return blockdiff.Stats{}, err
+	}
+	h := blockdiff.Hasher{Alg: r.c.HashAlgorithm, Key: key}
+	hctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	hb := *bo
+	hb.Progress, hb.Reached = nil, nil
+	it, err := bh.HashBlocks(hctx, h, &hb)
+	if err != nil {
+		return blockdiff.Stats{}, fmt.Errorf("transfer: starting the target's hashing: %w", err)
+	}
+	return blockdiff.CompareHashes(ctx, r.src, r.srcSize, h, it, dstSize, bo, fn)
 }

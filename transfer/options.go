@@ -135,6 +135,17 @@ type Options struct {
 	// memory mappings (see blockdiff.Options.NoMmap).
 	NoMmap bool
 
+	// HashAlgorithm is the keyed block hash used when the target hashes
+	// its own blocks (a BlockHasher, such as a remote agent), with a
+	// fresh random key per comparison. Default blockdiff.XXH3; use
+	// blockdiff.BLAKE3 where the data may be chosen by an adversary (see
+	// the blockdiff package doc for the odds).
+	HashAlgorithm blockdiff.HashAlgorithm
+
+	// NoRemoteHash reads a BlockHasher target like any other instead of
+	// having it hash its own blocks.
+	NoRemoteHash bool
+
 	// Durability says when the target is flushed. Default DurableEnd.
 	Durability Durability
 
@@ -245,6 +256,12 @@ func (o *Options) config() (config, error) {
 		return c, badOptions("write size %d", c.WriteSize)
 	}
 	c.zeroSize = DefaultZeroSize
+	if c.HashAlgorithm == 0 {
+		c.HashAlgorithm = blockdiff.XXH3
+	}
+	if c.HashAlgorithm.Size() == 0 {
+		return c, badOptions("hash algorithm %d", c.HashAlgorithm)
+	}
 	if c.Durability > DurableNone {
 		return c, badOptions("durability %d", c.Durability)
 	}

@@ -28,7 +28,7 @@ func (r *run) verify(ctx context.Context) error {
 		Length:      r.hi - r.lo,
 		Progress:    r.rep.advance,
 	}
-	bst, err := blockdiff.Compare(ctx, r.src, r.srcSize, r.dst, r.dst.Size(), &bo, func(x blockdiff.Extent) error {
+	bst, err := r.diff(ctx, r.dst, r.dst.Size(), &bo, func(x blockdiff.Extent) error {
 		if x.Kind == blockdiff.Excess && r.excessKept {
 			return nil
 		}
