@@ -99,7 +99,15 @@ func (d *disk) window(ctx context.Context, off, end int64, alloc []Range, all bo
 		if err != nil {
 			return view{}, &ReadError{Side: d.side, Off: off, Len: end - off, Err: err}
 		}
-		d.read.Add(end - off)
+		// Only allocated bytes are touched (and so read).
+		n := end - off
+		if !all {
+			n = 0
+			for _, r := range alloc {
+				n += max(0, min(r.End(), end)-max(r.Off, off))
+			}
+		}
+		d.read.Add(n)
 		return view{b: b, off: off, release: rel}, nil
 	}
 	var buf []byte

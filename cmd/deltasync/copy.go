@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"syscall"
 
 	"github.com/deltasync/deltasync/transfer"
 )
@@ -63,6 +64,9 @@ func copyDisks(ctx context.Context, name, srcArg, dstArg string, rf *runFlags) (
 	if err != nil {
 		return transfer.Stats{}, err
 	}
+	if sameDisk(srcArg, dstArg) {
+		return transfer.Stats{}, fmt.Errorf("%w: %s and %s are one file or device", transfer.ErrSameDisk, srcArg, dstArg)
+	}
 	src, srcCloser, err := openSource(srcArg, rf)
 	if err != nil {
 		return transfer.Stats{}, err
@@ -90,6 +94,30 @@ func copyDisks(ctx context.Context, name, srcArg, dstArg string, rf *runFlags) (
 		err = cerr
 	}
 	return st, err
+}
+
+// sameDisk reports whether src and dst name the same file (the same path,
+// a hard link, a symbolic link) or the same block device (device nodes
+// with one device number). Opening would refuse most such pairs anyway,
+// but with a misleading "held by another opener" (the source's shared
+// lock or O_EXCL), and -allow-live would let the run go on, reading and
+// writing one disk. Errors are left to the opens, which report them.
+func sameDisk(src, dst string) bool {
+	a, err := os.Stat(src)
+	if err != nil {
+		return false
+	}
+	b, err := os.Stat(dst)
+	if err != nil {
+		return false
+	}
+	if os.SameFile(a, b) {
+		return true
+	}
+	sa, ok1 := a.Sys().(*syscall.Stat_t)
+	sb, ok2 := b.Sys().(*syscall.Stat_t)
+	return ok1 && ok2 && a.Mode()&fs.ModeDevice != 0 && a.Mode()&fs.ModeCharDevice == 0 &&
+		b.Mode()&fs.ModeDevice != 0 && b.Mode()&fs.ModeCharDevice == 0 && sa.Rdev == sb.Rdev
 }
 
 func printJSON(name, src, dst string, st transfer.Stats) error {

@@ -51,6 +51,7 @@ func parseSize(v string) (int64, error) {
 // runFlags are the flags of seed and sync.
 type runFlags struct {
 	blockSize, refine, memory, bwlimit, offset, length size
+	journalBytes                                       size
 	concurrency                                        int
 	journalDir                                         string
 	noJournal, discardJournal, verify, json, allowLive bool
@@ -72,6 +73,7 @@ func newFlagSet(name string, rf *runFlags) *flag.FlagSet {
 	fs.Var(&rf.offset, "offset", "work only from this offset (a multiple of 512)")
 	fs.Var(&rf.length, "length", "work only on this many bytes from -offset (0: to the end)")
 	fs.StringVar(&rf.journalDir, "journal-dir", "", "folder of resume journals (default: the user's state directory)")
+	fs.Var(&rf.journalBytes, "journal-bytes", "bytes compared between journal checkpoints (default 64M; at least the block size)")
 	fs.BoolVar(&rf.noJournal, "no-journal", false, "keep no journal: an interrupted run starts over")
 	fs.BoolVar(&rf.discardJournal, "discard-bad-journal", false, "delete a journal that does not match this run instead of failing")
 	fs.BoolVar(&rf.verify, "verify", false, "re-read both disks after the run (the target from the device) and prove them equal")
@@ -114,6 +116,7 @@ func (rf *runFlags) options() (transfer.Options, error) {
 		AllowLive:         rf.allowLive,
 		TruncateExcess:    rf.truncate,
 		NoJournal:         rf.noJournal,
+		JournalBytes:      int64(rf.journalBytes),
 		DiscardBadJournal: rf.discardJournal,
 		NoMmap:            rf.noMmap,
 		Durability:        dur,
