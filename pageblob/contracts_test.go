@@ -1,0 +1,17 @@
+package pageblob
+
+import "github.com/deltasync/deltasync/transfer"
+
+// The Blob is a transfer.Source and a transfer.Target with every optional
+// capability a page blob has (checked at compile time).
+var (
+	_ transfer.Source           = (*Blob)(nil)
+	_ transfer.Target           = (*Blob)(nil)
+	_ transfer.Zeroer           = (*Blob)(nil)
+	_ transfer.Flusher          = (*Blob)(nil)
+	_ transfer.Resizer          = (*Blob)(nil)
+	_ transfer.WriteLimits      = (*Blob)(nil)
+	_ transfer.Identifier       = (*Blob)(nil)
+	_ transfer.Versioner        = (*Blob)(nil)
+	_ transfer.AllocationMapper = (*Blob)(nil)
+)

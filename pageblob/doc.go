@@ -1,0 +1,108 @@
+// Package pageblob adapts Azure page blobs and managed disks to deltasync's
+// source and target contracts (package transfer), over the official azblob
+// SDK (only its blob, pageblob and bloberror packages: the root package
+// and azblob/container pull in apache/arrow-go).
+//
+// # Words
+//
+//   - A page blob is Azure's random-access blob: a size (a multiple of
+//     512, at most 8 TiB) of 512-byte pages, written with Put Page (at
+//     most 4 MiB per request) and freed with Clear Pages. Pages never
+//     written, or cleared, are not allocated and read as zeros.
+//   - A Blob is an open page blob: a source (Open, OpenSnapshot: never
+//     written) or a target (OpenTarget). It implements transfer.Source and
+//     transfer.Target, and the capabilities Zeroer (Clear Pages), Resizer,
+//     Flusher, WriteLimits (512, 4 MiB), Identifier, Versioner (ETag and
+//     size) and AllocationMapper (Get Page Ranges).
+//   - A lease is the exclusive write hold Azure offers on a blob. A target
+//     takes one for the run and sends its ID with every write.
+//   - The sequence number is a number Azure keeps per page blob. A target
+//     sets its own for the run and makes every write conditional on it
+//     (x-ms-if-sequence-number-eq), so that a write by anything else
+//     becomes visible as ErrConcurrentWriter. An ETag cannot do this: our
+//     own writes change it.
+//   - A snapshot is a read-only, point-in-time copy of a blob, named by
+//     the time Azure took it. A recovery point is a snapshot taken at the
+//     end of a successful cycle (Snapshot, ListSnapshots, DeleteSnapshot).
+//   - A diff is the list of ranges that changed between a snapshot and the
+//     blob (or a later snapshot): Get Page Ranges Diff. Written ranges
+//     (PageRange) and cleared ranges (ClearRange) both mean changed.
+//   - A managed disk is uploaded through a SAS URL on an md- host, as a
+//     fixed VHD: the disk (a multiple of 1 MiB) then a 512-byte footer.
+//
+// # Opening and credentials
+//
+// A location is a URL (https://ACCOUNT.blob.core.windows.net/CONTAINER/BLOB,
+// an md- URL, or http://127.0.0.1:PORT/devstoreaccount1/CONTAINER/BLOB for
+// Azurite), or CONTAINER/BLOB with a connection string. ParseURL is the one
+// place URLs are parsed. Credentials are, in order: the URL's SAS;
+// Options.RefreshSAS (a function returning a fresh SAS URL, called before
+// the SAS expires and after a 403, for long runs); Options.Credential;
+// Options.AccountKey; AZURE_STORAGE_CONNECTION_STRING;
+// AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY; the emulator's public key;
+// azidentity.DefaultAzureCredential. Secrets never appear in errors: every
+// error carries the URL without its SAS (Redact), and error text is
+// scrubbed of SAS fields, keys and Authorization values.
+//
+// # What is checked before sending
+//
+// Azurite accepts what Azure refuses (a Put Page over 4 MiB, a write past
+// the end, a blob over 8 TiB), so the library enforces Azure's rules
+// itself, before any request: writes are 512-aligned (ErrUnaligned), split
+// into Put Pages of at most 4 MiB, and inside the blob's known size
+// (ErrPastEnd); sizes are multiples of 512 and at most 8 TiB (ErrBadSize).
+// Package pageblobtest holds a recording HTTP transport that asserts it in
+// tests.
+//
+// # Writes, durability and integrity
+//
+// Every Put Page carries a transactional CRC64 of its body (computed here,
+// and compared with the CRC64 Azure echoes): corruption on the way is
+// ErrIntegrity, and nothing is stored. A Put Page or Clear Pages that
+// Azure acknowledged is durable, so Flush sends nothing (it only reports a
+// lost lease). Writes are idempotent by offset, so retrying one is safe.
+//
+// # Throttling and retries
+//
+// There is one retry layer: azcore's retry policy, configured once
+// (Options.Retry), which honours Retry-After. A policy of this package
+// sees every try: on 503 ServerBusy (or 429, or 500 OperationTimedOut) it
+// halves the Blob's request limiter (an AIMD Limiter: halve on throttling,
+// add one after a cap's worth of successes) and calls Options.Throttle, so
+// that an engine can lower its own concurrency as well.
+//
+// # Targets and managed disks
+//
+// Page blobs are sync targets: OpenTarget takes the lease and sets the
+// sequence number, and diffs, snapshots and Resize work. Managed disks are
+// seed-only targets: Azure grants a write SAS only to a disk created for
+// upload (never to a disk in use), and an upload URL has neither lease,
+// sequence number nor snapshots. OpenTarget on an md- URL checks the
+// size, writes the VHD footer, and exposes the disk before the footer. To
+// deliver deltas to a managed disk, sync a page blob and create the disk
+// from it, or run the deltasync agent on a VM with the disk attached.
+// WriteFixedVHD turns a raw image file into a fixed VHD for other upload
+// tools.
+//
+// # Avoiding reading the target
+//
+// A sync compares the source with the target, and reading a page blob
+// across a WAN costs time and egress. Three ways avoid it: seed a target
+// proven empty (its AllocatedRanges are empty, nothing is read); keep the
+// snapshot that ended the last cycle and ask Diff (or DiffFromURL for
+// managed disk incremental snapshots) which ranges changed since, on the
+// side that changed; or run the deltasync agent next to the data, so that
+// only hashes cross the wire. Unallocated ranges are never read in any
+// case: AllocatedRanges lists a blob in segments (Options.ListSegment,
+// 1 GiB, so that a very fragmented blob does not time out), following
+// NextMarker paging, and caches them.
+//
+// # Azurite
+//
+// The tests run against a real Azurite (package internal/azurite) for
+// everything it does right, and against answers recorded in Azure's own
+// XML format for what it does wrong: paging of page-range listings
+// (ignored), Get Page Ranges Diff (answered with a plain listing, without
+// ClearRange entries) and Put Page From URL (501). Tests against real
+// Azure run when DELTASYNC_AZURE_CONTAINER_URL is set.
+package pageblob
