@@ -255,6 +255,7 @@ func (r *run) compare(ctx context.Context, ops chan<- *op, kick chan<- struct{})
 	bo := blockdiff.Options{
 		BlockSize:   r.c.bs,
 		RefineSize:  r.c.RefineSize,
+		Hints:       r.c.Hints,
 		Concurrency: r.c.compareConc,
 		NoMmap:      r.c.NoMmap,
 		Progress:    r.rep.advance,

@@ -12,7 +12,8 @@ var (
 	// about write limits of a target that no write can satisfy.
 	ErrBadOptions = errors.New("transfer: invalid options")
 	// ErrTargetTooSmall: the target is smaller than the range needs and
-	// cannot be grown (it is not a Resizer). It is never truncated.
+	// cannot be grown (it is not a Resizer, or its Resize failed: the
+	// error then also wraps the *WriteError). It is never truncated.
 	ErrTargetTooSmall = errors.New("transfer: target smaller than source")
 	// ErrSameDisk: the source and the target have the same Identity.
 	ErrSameDisk = errors.New("transfer: source and target are the same disk")

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/deltasync/deltasync/blockdiff"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -227,6 +228,9 @@ type journalIdentity struct {
 	Offset         int64  `json:"offset"`
 	Length         int64  `json:"length"`
 	TruncateExcess bool   `json:"truncate_excess"`
+	// Hints is a digest of Options.Hints ("" without hints): a journal of
+	// a hinted run does not resume an unhinted one, or the reverse.
+	Hints string `json:"hints,omitempty"`
 }
 
 // journalRecord is a saved journal.
@@ -327,6 +331,23 @@ func (j journalIdentity) mismatch(now journalIdentity) string {
 		return diff("range", fmt.Sprintf("[%d,+%d)", j.Offset, j.Length), fmt.Sprintf("[%d,+%d)", now.Offset, now.Length))
 	case j.TruncateExcess != now.TruncateExcess:
 		return diff("TruncateExcess", j.TruncateExcess, now.TruncateExcess)
+	case j.Hints != now.Hints:
+		return diff("hints", j.Hints, now.Hints)
 	}
 	return ""
+}
+
+// hintsDigest names a set of hints for the journal's identity.
+func hintsDigest(hs []blockdiff.Range) string {
+	if hs == nil {
+		return ""
+	}
+	h := sha256.New()
+	var b [16]byte
+	for _, r := range hs {
+		binary.BigEndian.PutUint64(b[:8], uint64(r.Off))
+		binary.BigEndian.PutUint64(b[8:], uint64(r.Len))
+		h.Write(b[:])
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
 }

@@ -79,6 +79,12 @@ type Options struct {
 	// reaches the end of the larger disk. Length 0 means to the end.
 	Offset, Length int64
 
+	// Hints, when not nil, limit the comparison to these ranges: the
+	// caller knows nothing changed elsewhere (a snapshot diff, a dirty
+	// range feed). An empty non-nil slice compares nothing. The journal
+	// identity includes a digest of the hints. See blockdiff.Options.Hints.
+	Hints []blockdiff.Range
+
 	// TruncateExcess shrinks a target longer than its source to the
 	// source's size, before anything is copied, when the target is a
 	// Resizer and the range reaches the end (of slices run concurrently,

@@ -129,7 +129,13 @@ func (r *run) resize(ctx context.Context) error {
 	}
 	rs := r.dst.(Resizer) // size checked
 	if err := rs.Resize(ctx, r.dstSize); err != nil {
-		return &WriteError{Op: "resize", Off: r.dstSize, Err: fmt.Errorf("from %d bytes: %w", r.sizeBefore, err)}
+		werr := &WriteError{Op: "resize", Off: r.dstSize, Err: fmt.Errorf("from %d bytes: %w", r.sizeBefore, err)}
+		if r.dstSize > r.sizeBefore && ctx.Err() == nil {
+			// A target that cannot grow (a block device) is too small,
+			// whatever its type says it can do.
+			return fmt.Errorf("%w: target is %d bytes, source %d, and growing it failed: %w", ErrTargetTooSmall, r.sizeBefore, r.srcSize, werr)
+		}
+		return werr
 	}
 	if got := r.dst.Size(); got != r.dstSize {
 		return &WriteError{Op: "resize", Off: r.dstSize, Err: fmt.Errorf("target reports %d bytes after resizing from %d", got, r.sizeBefore)}

@@ -28,6 +28,7 @@ func (r *run) openJournal(ctx context.Context) error {
 		Offset:         r.c.Offset,
 		Length:         r.c.Length,
 		TruncateExcess: r.c.TruncateExcess,
+		Hints:          hintsDigest(r.c.Hints),
 	}
 	if !r.c.AllowLive {
 		r.ident.SourceVersion = r.srcVersion
