@@ -25,7 +25,11 @@ commands:
   seed SRC DST     fill a new target from SRC (zero blocks are not written)
   sync SRC DST     make an existing DST identical to SRC, sending only differences
   verify SRC DST   compare; exit 0 if identical, 1 if they differ
+  snapshots URL    list a page blob's snapshots (recovery points, prior states)
   demo             seed, change and sync two demo images in a temp folder
+  sign DISK -o SIG         write DISK's signature (its keyed block hashes)
+  diff SRC SIG -o PATCH    write a patch turning the signed disk into SRC
+  apply PATCH DST          check DST is the patch's base, then apply it
 
 'deltasync COMMAND -h' lists the flags of a command.
 `
@@ -60,8 +64,16 @@ func run(ctx context.Context, args []string) error {
 		return cmdCopy(ctx, "sync", args[1:])
 	case "verify":
 		return cmdVerify(ctx, args[1:])
+	case "snapshots":
+		return cmdSnapshots(ctx, args[1:])
 	case "demo":
 		return cmdDemo(ctx, args[1:])
+	case "sign":
+		return cmdSign(ctx, args[1:])
+	case "diff":
+		return cmdDiff(ctx, args[1:])
+	case "apply":
+		return cmdApply(ctx, args[1:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return nil
