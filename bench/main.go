@@ -22,7 +22,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -67,7 +66,7 @@ func run() error {
 	var size, sizes, block, changes, caches, cases string
 	var peerFlags multi
 	flag.BoolVar(&c.quick, "quick", false, "256 MiB images, 3 runs, the main cases: well under two minutes")
-	flag.StringVar(&c.dir, "dir", filepath.Join(os.TempDir(), "deltasync-bench"), "folder for the images (on the disk to measure)")
+	flag.StringVar(&c.dir, "dir", os.TempDir(), "folder in which a scratch folder for the images is made (on the disk to measure)")
 	flag.StringVar(&c.out, "out", "bench-report", "folder for the report (report.json, report.md, report.svg)")
 	flag.StringVar(&size, "size", "4G", "image size of the delta and seed cases (K, M, G suffixes)")
 	flag.StringVar(&sizes, "sizes", "1G,4G,16G", "image sizes of the scale case")
@@ -112,6 +111,10 @@ func run() error {
 		return err
 	}
 	if err := os.MkdirAll(c.dir, 0o755); err != nil {
+		return err
+	}
+	// A scratch folder of this run's own: runs may go on side by side.
+	if c.dir, err = os.MkdirTemp(c.dir, "deltasync-bench-"); err != nil {
 		return err
 	}
 	defer os.RemoveAll(c.dir)
