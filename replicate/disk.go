@@ -1,0 +1,363 @@
+package replicate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/transfer"
+)
+
+// diskState is what a replicator remembers of one disk pair between
+// cycles (and, with a state file, between processes).
+type diskState struct {
+	// Base is the ID of the view the last successful cycle synced from:
+	// the base of the next cycle's hints. "" before the first.
+	Base     string    `json:"base,omitempty"`
+	BaseSize int64     `json:"baseSize"`
+	BaseTime time.Time `json:"baseTime,omitzero"`
+	// Cycles counts successful cycles; SinceFull those since the last
+	// one that compared everything.
+	Cycles    int `json:"cycles"`
+	SinceFull int `json:"sinceFull"`
+	// MapEpoch and MapGen are the dirty map's, when the last cycle was
+	// committed.
+	MapEpoch uint64 `json:"mapEpoch,omitempty"`
+	MapGen   uint64 `json:"mapGen,omitempty"`
+	// Pending holds the hints of a cycle that started and did not
+	// finish: the next cycle covers them again.
+	Pending []blockdiff.Range `json:"pending,omitempty"`
+	// Points are the recovery points this replicator made, oldest first.
+	Points []Point `json:"points,omitempty"`
+}
+
+// disk is one source and target pair: the machinery of a cycle, shared
+// by Replicator (one disk) and Group (several).
+type disk struct {
+	name      string
+	freezer   Freezer // nil in a group
+	target    Target
+	dirty     *DirtyMap
+	policy    Policy // with defaults
+	opts      transfer.Options
+	stateFile string
+
+	mu   sync.Mutex // guards st, base and status
+	st   diskState
+	base View // the view of st.Base, while this process holds it
+	stat Status
+}
+
+func newDisk(name string, f Freezer, t Target, dirty *DirtyMap, p Policy, opts *transfer.Options, stateFile string) (*disk, error) {
+	if t == nil {
+		return nil, fmt.Errorf("replicate: disk %q has no target", name)
+	}
+	d := &disk{name: name, freezer: f, target: t, dirty: dirty, policy: p.withDefaults(), stateFile: stateFile}
+	if opts != nil {
+		d.opts = *opts
+	}
+	d.opts.Hints = nil
+	d.opts.TruncateExcess = true
+	if d.opts.Journal == nil && !d.opts.NoJournal {
+		d.opts.NoJournal = true
+	}
+	if d.opts.Journal != nil {
+		d.opts.DiscardBadJournal = true // each view is a new source
+	}
+	if stateFile != "" {
+		b, err := os.ReadFile(stateFile)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+		case err != nil:
+			return nil, fmt.Errorf("replicate: disk %q: reading state: %w", name, err)
+		default:
+			if err := openJSON("deltasync-replicate-state", b, &d.st); err != nil {
+				return nil, fmt.Errorf("replicate: disk %q: state %s: %w", name, stateFile, err)
+			}
+		}
+	}
+	d.stat.Disk = name
+	d.stat.Points = slices.Clone(d.st.Points)
+	return d, nil
+}
+
+// saveLocked persists the state when there is a state file.
+func (d *disk) saveLocked() error {
+	if d.stateFile == "" {
+		return nil
+	}
+	b, err := sealJSON("deltasync-replicate-state", &d.st)
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(d.stateFile, b); err != nil {
+		return fmt.Errorf("replicate: disk %q: saving state: %w", d.name, err)
+	}
+	return nil
+}
+
+// taken is what a dirty map handed to a cycle, before the freeze.
+type taken struct {
+	have    bool
+	ranges  []blockdiff.Range
+	trusted bool
+	why     string
+}
+
+// take takes the dirty map's ranges (call it before the freeze) and
+// checks the map against the state's record of it.
+func (d *disk) take() taken {
+	if d.dirty == nil {
+		return taken{}
+	}
+	rs, ok, why := d.dirty.Take()
+	epoch, gen := d.dirty.Generation()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if ok && d.st.MapEpoch != 0 {
+		switch {
+		case epoch != d.st.MapEpoch:
+			ok, why = false, "the dirty map is not the one the last cycle used (another epoch)"
+		case gen < d.st.MapGen:
+			ok, why = false, fmt.Sprintf("the dirty map is older than the last cycle's (generation %d < %d): an old copy was restored", gen, d.st.MapGen)
+		}
+	}
+	return taken{have: true, ranges: rs, trusted: ok, why: why}
+}
+
+// plan decides the hints of a cycle: nil means compare everything, for
+// the reason given.
+func (d *disk) plan(ctx context.Context, v View, tk taken) (hints []blockdiff.Range, reason string, err error) {
+	d.mu.Lock()
+	st := d.st
+	d.mu.Unlock()
+	switch {
+	case st.Base == "":
+		return nil, "first cycle", nil
+	case v.Size() != st.BaseSize:
+		return nil, fmt.Sprintf("resize (%d to %d bytes)", st.BaseSize, v.Size()), nil
+	case tk.have && !tk.trusted:
+		return nil, tk.why, nil
+	case d.policy.ScrubEvery > 0 && st.SinceFull+1 >= d.policy.ScrubEvery:
+		return nil, fmt.Sprintf("scrub (every %d cycles)", d.policy.ScrubEvery), nil
+	}
+	if tk.have {
+		hints = append(hints, tk.ranges...)
+		reason = "dirty map"
+	} else if c, ok := v.(Changer); ok {
+		rs, err := c.ChangedSince(ctx, st.Base)
+		if errors.Is(err, ErrNoBase) {
+			return nil, fmt.Sprintf("no change hints since %s: %v", st.Base, err), nil
+		}
+		if err != nil {
+			return nil, "", fmt.Errorf("replicate: disk %q: listing changes since %s: %w", d.name, st.Base, err)
+		}
+		hints = append(hints, rs...)
+		reason = "snapshot diff"
+	} else {
+		return nil, "the source gives no change hints", nil
+	}
+	if len(st.Pending) > 0 {
+		hints = append(hints, st.Pending...)
+		reason += " + an unfinished cycle's hints"
+	}
+	hints = normalizeRanges(hints)
+	if hints == nil {
+		hints = []blockdiff.Range{}
+	}
+	return hints, reason, nil
+}
+
+// cycle syncs the target from a frozen view and cuts a recovery point;
+// frozen is when the view was frozen, on this machine's monotonic clock.
+// On success the view becomes the base of the next cycle (the old base
+// is released); on failure it is released.
+func (d *disk) cycle(ctx context.Context, v View, tk taken, frozen time.Time) (rep CycleReport, err error) {
+	rep = CycleReport{Disk: d.name, View: v.ID(), ViewTime: v.Time(), Started: frozen}
+	defer func() {
+		if err != nil {
+			d.fail(ctx, v, err)
+		}
+	}()
+	hints, reason, err := d.plan(ctx, v, tk)
+	if err != nil {
+		return rep, err
+	}
+	rep.Full, rep.Reason = hints == nil, reason
+	for _, h := range hints {
+		rep.Hinted += h.Len
+	}
+	d.mu.Lock()
+	if hints != nil {
+		d.st.Pending = hints
+	} else {
+		d.st.Pending = nil
+	}
+	err = d.saveLocked()
+	d.mu.Unlock()
+	if err != nil {
+		return rep, err
+	}
+
+	t0 := time.Now()
+	opts := d.opts
+	opts.Hints = hints
+	st, err := transfer.Sync(ctx, v, d.target, &opts)
+	rep.Stats, rep.Sync = st, time.Since(t0)
+	if err != nil {
+		return rep, fmt.Errorf("replicate: disk %q: syncing from view %s: %w", d.name, v.ID(), err)
+	}
+	t0 = time.Now()
+	if f, ok := d.target.(transfer.Flusher); ok {
+		if err := f.Flush(ctx); err != nil {
+			return rep, fmt.Errorf("replicate: disk %q: flushing before the recovery point: %w", d.name, err)
+		}
+	}
+	pt, err := d.target.CreatePoint(ctx)
+	rep.Cut = time.Since(t0)
+	if err != nil {
+		return rep, fmt.Errorf("replicate: disk %q: cutting the recovery point: %w", d.name, err)
+	}
+	pt.View, pt.ViewTime = v.ID(), v.Time()
+	rep.Point = pt
+
+	d.mu.Lock()
+	old := d.base
+	oldID := d.st.Base
+	d.base = v
+	d.st.Base, d.st.BaseSize, d.st.BaseTime = v.ID(), v.Size(), v.Time()
+	d.st.Cycles++
+	rep.Cycle = d.st.Cycles
+	if rep.Full {
+		d.st.SinceFull = 0
+	} else {
+		d.st.SinceFull++
+	}
+	d.st.Pending = nil
+	d.st.Points = append(d.st.Points, pt)
+	d.mu.Unlock()
+	var warn []error
+	if d.dirty != nil {
+		if err := d.dirty.Done(); err != nil {
+			warn = append(warn, err)
+		}
+		e, g := d.dirty.Generation()
+		d.mu.Lock()
+		d.st.MapEpoch, d.st.MapGen = e, g
+		d.mu.Unlock()
+	}
+	d.mu.Lock()
+	if err := d.saveLocked(); err != nil {
+		warn = append(warn, err)
+	}
+	d.mu.Unlock()
+	// The old base is no longer needed for hints.
+	if old != nil {
+		if err := old.Release(ctx); err != nil {
+			warn = append(warn, fmt.Errorf("replicate: disk %q: releasing view %s: %w", d.name, oldID, err))
+		}
+	} else if oldID != "" {
+		if r, ok := d.freezer.(ViewReleaser); ok {
+			if err := r.ReleaseView(ctx, oldID); err != nil {
+				warn = append(warn, fmt.Errorf("replicate: disk %q: releasing view %s: %w", d.name, oldID, err))
+			}
+		}
+	}
+	rep.Warning = errors.Join(warn...)
+	return rep, nil
+}
+
+// fail records a failed cycle: the view is released, the base kept.
+func (d *disk) fail(ctx context.Context, v View, err error) {
+	rctx := context.WithoutCancel(ctx)
+	rerr := v.Release(rctx)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.stat.Failed++
+	d.stat.LastError = errors.Join(err, rerr)
+	d.stat.LastErrorAt = time.Now()
+}
+
+// record updates the status after a successful cycle.
+func (d *disk) record(rep CycleReport) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.stat.Cycles = d.st.Cycles
+	d.stat.LastSuccess = time.Now()
+	d.stat.LastFrozen = rep.Started
+	d.stat.LastViewTime = rep.ViewTime
+	d.stat.LastCycle = rep
+	d.stat.Points = slices.Clone(d.st.Points)
+	if rep.Warning != nil {
+		d.stat.LastError = rep.Warning
+		d.stat.LastErrorAt = time.Now()
+	}
+}
+
+// deletePoints deletes recovery points made by this disk and forgets
+// them; a point already gone is forgotten as well.
+func (d *disk) deletePoints(ctx context.Context, drop []Point) (deleted []Point, err error) {
+	var errs []error
+	gone := map[string]bool{}
+	for _, p := range drop {
+		if e := d.target.DeletePoint(ctx, p.ID); e != nil && !isNotFound(e) {
+			errs = append(errs, fmt.Errorf("replicate: disk %q: deleting recovery point %s: %w", d.name, p.ID, e))
+			continue
+		}
+		gone[p.ID] = true
+		deleted = append(deleted, p)
+	}
+	d.mu.Lock()
+	d.st.Points = slices.DeleteFunc(d.st.Points, func(p Point) bool { return gone[p.ID] })
+	d.stat.Points = slices.Clone(d.st.Points)
+	serr := d.saveLocked()
+	d.mu.Unlock()
+	return deleted, errors.Join(append(errs, serr)...)
+}
+
+// close releases the base view and saves the state.
+func (d *disk) close(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	// The base view is kept (not released): it is the next process's
+	// base for hints. Only this process's handle on it goes.
+	if c, ok := d.base.(interface{ Close() error }); ok {
+		c.Close()
+	}
+	d.base = nil
+	return d.saveLocked()
+}
+
+// ViewReleaser is an optional capability of a Freezer: it releases a view
+// by ID, for a view frozen by an earlier process (named in a state file).
+type ViewReleaser interface {
+	ReleaseView(ctx context.Context, id string) error
+}
+
+// normalizeRanges sorts and merges ranges, dropping empty ones.
+func normalizeRanges(rs []blockdiff.Range) []blockdiff.Range {
+	rs = slices.DeleteFunc(slices.Clone(rs), func(r blockdiff.Range) bool { return r.Len <= 0 })
+	slices.SortFunc(rs, func(a, b blockdiff.Range) int {
+		switch {
+		case a.Off < b.Off:
+			return -1
+		case a.Off > b.Off:
+			return 1
+		}
+		return 0
+	})
+	var out []blockdiff.Range
+	for _, r := range rs {
+		if k := len(out); k > 0 && r.Off <= out[k-1].End() {
+			out[k-1].Len = max(out[k-1].End(), r.End()) - out[k-1].Off
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}

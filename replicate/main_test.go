@@ -1,0 +1,249 @@
+package replicate
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/internal/azurite"
+	"github.com/deltasync/deltasync/localdisk"
+	"github.com/deltasync/deltasync/pageblob"
+	"github.com/deltasync/deltasync/transfer"
+)
+
+// The Azurite server is started by the first test that needs it and
+// stopped by TestMain.
+var (
+	azOnce sync.Once
+	az     *azurite.Server
+	azErr  error
+)
+
+const testContainer = "replicate-test"
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if az != nil {
+		az.Stop()
+	}
+	os.Exit(code)
+}
+
+// azuriteFor returns the shared Azurite server; a failure to start it
+// fails the test (never skips).
+func azuriteFor(t *testing.T) *azurite.Server {
+	t.Helper()
+	azOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		az, azErr = azurite.Start(ctx, azurite.Options{})
+		if azErr == nil {
+			azErr = az.CreateContainer(ctx, testContainer)
+		}
+	})
+	if azErr != nil {
+		t.Fatalf("starting Azurite: %v", azErr)
+	}
+	return az
+}
+
+var blobSeq atomic.Int64
+
+func blobURL(t *testing.T, s *azurite.Server, what string) string {
+	name := strings.ToLower(strings.NewReplacer("/", "-", " ", "-").Replace(t.Name()))
+	return s.BlobURL(testContainer, fmt.Sprintf("%s-%s-%d-%d", name, what, time.Now().UnixNano()%1e6, blobSeq.Add(1)))
+}
+
+func noEnv(string) string { return "" }
+
+// newBlob creates a page blob of size bytes on Azurite, opened as a
+// target (lease, sequence number), closed at the end of the test.
+func newBlob(t *testing.T, s *azurite.Server, what string, size int64) *pageblob.Blob {
+	t.Helper()
+	b, err := pageblob.OpenTarget(context.Background(), blobURL(t, s, what), &pageblob.Options{CreateSize: size, Getenv: noEnv})
+	if err != nil {
+		t.Fatalf("OpenTarget: %v", err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+// readAll reads a whole disk.
+func readAll(t *testing.T, r transfer.Source) []byte {
+	t.Helper()
+	p := make([]byte, r.Size())
+	if n, err := r.ReadAt(p, 0); err != nil && !(err == io.EOF && n == len(p)) {
+		t.Fatalf("ReadAt: %d bytes, %v", n, err)
+	}
+	return p
+}
+
+// mutate writes n random runs of 512-byte multiples into disk, and clears
+// some; it returns the ranges it touched.
+func mutate(t *testing.T, rng *rand.Rand, w io.WriterAt, size int64, n int) {
+	t.Helper()
+	for range n {
+		l := int64(1+rng.IntN(64)) * 512
+		off := rng.Int64N(size/512-l/512) * 512
+		p := make([]byte, l)
+		if rng.IntN(4) != 0 { // a quarter of the changes write zeros
+			for i := range p {
+				p[i] = byte(rng.Uint32())
+			}
+		}
+		if z, ok := w.(transfer.Zeroer); ok && !bytes.ContainsFunc(p, func(r rune) bool { return r != 0 }) {
+			if err := z.ZeroRange(context.Background(), off, l); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if _, err := w.WriteAt(p, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// pointEquals opens a recovery point and checks it holds want.
+func pointEquals(t *testing.T, tg Points, id string, want []byte) {
+	t.Helper()
+	ps, err := tg.OpenPoint(context.Background(), id)
+	if err != nil {
+		t.Fatalf("OpenPoint %s: %v", id, err)
+	}
+	defer ps.Close()
+	got := readAll(t, ps)
+	if !bytes.Equal(got, want) {
+		i := 0
+		for i < len(got) && i < len(want) && got[i] == want[i] {
+			i++
+		}
+		t.Fatalf("point %s differs from the source it was cut from, first at byte %d (sizes %d, %d)", id, i, len(got), len(want))
+	}
+}
+
+// localPair makes a source image of size random bytes and an empty
+// target in a temp dir: the source's path, the target (with points in
+// the same dir) and the dir.
+func localPair(t *testing.T, rng *rand.Rand, size int64) (string, *FileTarget, string) {
+	t.Helper()
+	dir := t.TempDir()
+	sp := filepath.Join(dir, "source.img")
+	data := make([]byte, size)
+	var seed [32]byte
+	for i := range seed {
+		seed[i] = byte(rng.Uint32())
+	}
+	rand.NewChaCha8(seed).Read(data)
+	if err := os.WriteFile(sp, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d, err := localdisk.OpenTarget(filepath.Join(dir, "target.img"), localdisk.TargetOptions{Create: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return sp, &FileTarget{Disk: d, Dir: dir}, dir
+}
+
+func openSource(t *testing.T, path string) *localdisk.Disk {
+	t.Helper()
+	s, err := localdisk.OpenSource(path, localdisk.SourceOptions{AllowLive: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// writeFile writes p at off in the file at path (the source's writer,
+// which marks the dirty map when given).
+func writeFile(t *testing.T, path string, p []byte, off int64, m *DirtyMap) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(p, off); err != nil {
+		t.Fatal(err)
+	}
+	if m != nil {
+		m.Mark(off, int64(len(p)))
+	}
+}
+
+// countingSource counts the bytes read from a source and records the
+// ranges read (it hides the file, so blockdiff reads through ReadAt).
+type countingSource struct {
+	transfer.Source
+	n  atomic.Int64
+	mu sync.Mutex
+	rs []blockdiff.Range
+}
+
+func (c *countingSource) ReadAt(p []byte, off int64) (int, error) {
+	n, err := c.Source.ReadAt(p, off)
+	c.n.Add(int64(n))
+	c.mu.Lock()
+	c.rs = append(c.rs, blockdiff.Range{Off: off, Len: int64(n)})
+	c.mu.Unlock()
+	return n, err
+}
+
+// reset forgets what was read.
+func (c *countingSource) reset() {
+	c.n.Store(0)
+	c.mu.Lock()
+	c.rs = nil
+	c.mu.Unlock()
+}
+
+// distinct returns the bytes read at least once, and the bytes read
+// outside the ranges given.
+func (c *countingSource) distinct(inside []blockdiff.Range) (read, outside int64) {
+	c.mu.Lock()
+	rs := UnionRanges(c.rs)
+	c.mu.Unlock()
+	for _, r := range rs {
+		read += r.Len
+		out := r.Len
+		for _, h := range inside {
+			lo, hi := max(r.Off, h.Off), min(r.End(), h.End())
+			if hi > lo {
+				out -= hi - lo
+			}
+		}
+		outside += out
+	}
+	return read, outside
+}
+
+func mustFileTarget(tb testing.TB, path, dir string) *FileTarget {
+	tb.Helper()
+	d, err := localdisk.OpenTarget(path, localdisk.TargetOptions{Create: true})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { d.Close() })
+	return &FileTarget{Disk: d, Dir: dir}
+}
+
+func mustSource(tb testing.TB, path string) *localdisk.Disk {
+	tb.Helper()
+	s, err := localdisk.OpenSource(path, localdisk.SourceOptions{AllowLive: true})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	return s
+}

@@ -1,0 +1,55 @@
+package replicate
+
+import (
+	"context"
+	"time"
+
+	"github.com/deltasync/deltasync/transfer"
+)
+
+// Point is a recovery point: a snapshot of the target cut at the end of a
+// successful cycle, after the cycle's writes were flushed.
+type Point struct {
+	// ID names the snapshot on its target (a page blob snapshot's
+	// timestamp, a file name).
+	ID string `json:"id"`
+	// Time is when the target's service took the snapshot, on its clock.
+	Time time.Time `json:"time"`
+	// Size is the disk's size at the point.
+	Size int64 `json:"size"`
+	// View is the ID of the source view the point was synced from, and
+	// ViewTime when that view was frozen (on the source's clock).
+	View     string    `json:"view,omitempty"`
+	ViewTime time.Time `json:"viewTime,omitzero"`
+}
+
+// PointSource is a recovery point opened as a read-only source.
+type PointSource interface {
+	transfer.Source
+	Close() error
+}
+
+// Points is a target's recovery points: snapshots of the target.
+// Implementations: BlobTarget (page blob snapshots) and FileTarget
+// (sparse copies of an image file). Methods may be called concurrently.
+type Points interface {
+	// CreatePoint snapshots the target as it is now. The caller has
+	// flushed the target (a sync ends with a flush). The Point's Time is
+	// the service's clock.
+	CreatePoint(ctx context.Context) (Point, error)
+	// ListPoints lists the target's snapshots, oldest first; it may
+	// include snapshots this package did not make.
+	ListPoints(ctx context.Context) ([]Point, error)
+	// DeletePoint deletes one snapshot.
+	DeletePoint(ctx context.Context, id string) error
+	// OpenPoint opens a snapshot as a read-only source (to restore it,
+	// or to check it).
+	OpenPoint(ctx context.Context, id string) (PointSource, error)
+}
+
+// Target is a replication target: a transfer.Target (with whatever
+// optional capabilities it has) that keeps recovery points.
+type Target interface {
+	transfer.Target
+	Points
+}
