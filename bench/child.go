@@ -25,6 +25,8 @@ func child(args []string) error {
 		res, err = readFloor(args[1:])
 	case "compare":
 		res, err = childCompare(ctx, args[1:])
+	case "uploadpages":
+		res, err = childUploadPages(ctx, args[1:])
 	default:
 		return fmt.Errorf("child: unknown operation %q", op)
 	}

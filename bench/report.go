@@ -20,6 +20,14 @@ type Report struct {
 	Finished time.Time         `json:"finished"`
 	Peers    map[string]string `json:"peers"`
 	Results  []Result          `json:"results"`
+	// Notes say what was not measured, and why.
+	Notes []string `json:"notes,omitempty"`
+}
+
+func (r *Report) note(format string, args ...any) {
+	n := fmt.Sprintf(format, args...)
+	fmt.Println("note:", n)
+	r.Notes = append(r.Notes, n)
 }
 
 // Result is one case measured with every tool.
@@ -204,6 +212,9 @@ func (r *Report) markdown() string {
 	}
 	sort.Strings(peers)
 	fmt.Fprintf(&b, "Peers: %s.\n\n", strings.Join(peers, ", "))
+	for _, n := range r.Notes {
+		fmt.Fprintf(&b, "Note: %s\n\n", n)
+	}
 	b.WriteString("Times are medians of the runs [min-max]; the ratio is to the floor (reading the case's files in parallel with plain reads) measured in the same repetition. Memory is peak RssAnon (anonymous) and VmHWM (resident, mapped file pages included). Read and written are /proc/PID/io read_bytes and write_bytes, counted by the kernel. Every target was verified identical to its source after each run.\n\n")
 	b.WriteString("| case | tool | time s [min-max] | × floor | CPU s | anon MiB | VmHWM MiB | read MiB | written MiB | changed MiB |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")

@@ -371,6 +371,7 @@ type clients struct {
 	copts   pageblob.ClientOptions
 	raw     runtime.Pipeline
 	limiter *Limiter
+	minted  mintedSAS // read SAS minted from a shared key, for copies
 }
 
 func newClients(loc BlobURL, a *auth, o Options) *clients {

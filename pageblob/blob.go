@@ -50,6 +50,12 @@ type Blob struct {
 	lease *lease       // target mode
 	cache *rangeCache
 
+	created   bool        // OpenTarget created the blob (Options.CreateSize)
+	keepPrior bool        // snapshot the blob before its first change (Options.KeepPrior)
+	prior     priorState  // that snapshot
+	noCopy    atomic.Bool // CopyRange declined: the service cannot copy from the source
+	copied    atomic.Bool // a CopyRange succeeded
+
 	ctx       context.Context // cancelled by Close
 	cancel    context.CancelFunc
 	closeOnce sync.Once
@@ -140,6 +146,7 @@ func (b *Blob) init(ctx context.Context, managed bool) error {
 		if err := b.create(ctx, o.CreateSize); err != nil {
 			return err
 		}
+		b.created = true
 		props, err = b.pb.GetProperties(ctx, nil)
 	}
 	if err != nil {
@@ -179,6 +186,7 @@ func (b *Blob) init(ctx context.Context, managed bool) error {
 		if err := b.setSequenceNumber(ctx, cur); err != nil {
 			return err
 		}
+		b.keepPrior = o.KeepPrior && !b.created
 	}
 	if b.vhd {
 		return b.checkFooter(ctx, b.mode != modeRead)
@@ -387,6 +395,9 @@ func (b *Blob) WriteAtContext(ctx context.Context, p []byte, off int64) (int, er
 	if err := b.writable("write", off, int64(len(p))); err != nil {
 		return 0, err
 	}
+	if err := b.keepPriorState(ctx); err != nil {
+		return 0, err
+	}
 	ctx, done := b.opCtx(ctx)
 	defer done()
 	n := 0
@@ -443,6 +454,9 @@ func (b *Blob) ZeroRange(ctx context.Context, off, n int64) error {
 	if n == 0 {
 		return nil // a zero Count means "to the end" to the SDK
 	}
+	if err := b.keepPriorState(ctx); err != nil {
+		return err
+	}
 	ctx, done := b.opCtx(ctx)
 	defer done()
 	if err := b.cl.limiter.Acquire(ctx); err != nil {
@@ -480,6 +494,9 @@ func (b *Blob) Resize(ctx context.Context, size int64) error {
 	old := b.size.Load()
 	if size == old {
 		return nil
+	}
+	if err := b.keepPriorState(ctx); err != nil {
+		return err
 	}
 	ctx, done := b.opCtx(ctx)
 	defer done()

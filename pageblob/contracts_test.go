@@ -14,4 +14,5 @@ var (
 	_ transfer.Identifier       = (*Blob)(nil)
 	_ transfer.Versioner        = (*Blob)(nil)
 	_ transfer.AllocationMapper = (*Blob)(nil)
+	_ transfer.RangeCopier      = (*Blob)(nil) // Put Page From URL, blob to blob
 )

@@ -22,21 +22,34 @@ func (b *Blob) CopyRangeFromURL(ctx context.Context, srcURL string, off, n int64
 	if _, err := ParseURL(srcURL); err != nil {
 		return b.wrap("copy", off, n, err)
 	}
+	return b.copyFromURL(ctx, srcURL, "", off, n)
+}
+
+// copyFromURL sends the Put Page From URL requests of [off, off+n), the
+// range already checked; authz, when not "", is the value of
+// x-ms-copy-source-authorization (a bearer token for the source).
+func (b *Blob) copyFromURL(ctx context.Context, srcURL, authz string, off, n int64) error {
+	if err := b.keepPriorState(ctx); err != nil {
+		return err
+	}
 	ctx, done := b.opCtx(ctx)
 	defer done()
-	for o := off; o < off+n; o += MaxPut {
-		cnt := min(int64(MaxPut), off+n-o)
+	var o pageblob.UploadPagesFromURLOptions
+	if authz != "" {
+		o.CopySourceAuthorization = &authz
+	}
+	for p := off; p < off+n; p += MaxPut {
+		cnt := min(int64(MaxPut), off+n-p)
 		if err := b.cl.limiter.Acquire(ctx); err != nil {
-			return b.wrap("copy", o, cnt, err)
+			return b.wrap("copy", p, cnt, err)
 		}
-		_, err := b.pb.UploadPagesFromURL(ctx, srcURL, o, o, cnt, &pageblob.UploadPagesFromURLOptions{
-			SequenceNumberAccessConditions: b.seqCond(),
-			AccessConditions:               b.leaseCond(),
-		})
+		o.SequenceNumberAccessConditions = b.seqCond()
+		o.AccessConditions = b.leaseCond()
+		_, err := b.pb.UploadPagesFromURL(ctx, srcURL, p, p, cnt, &o)
 		b.cl.limiter.Release()
-		b.cache.wrote(o, cnt)
+		b.cache.wrote(p, cnt)
 		if err != nil {
-			return b.wrap("copy", o, cnt, err)
+			return b.wrap("copy", p, cnt, err)
 		}
 		b.cl.limiter.Success()
 	}

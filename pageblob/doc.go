@@ -13,7 +13,8 @@
 //     written) or a target (OpenTarget). It implements transfer.Source and
 //     transfer.Target, and the capabilities Zeroer (Clear Pages), Resizer,
 //     Flusher, WriteLimits (512, 4 MiB), Identifier, Versioner (ETag and
-//     size) and AllocationMapper (Get Page Ranges).
+//     size), AllocationMapper (Get Page Ranges) and RangeCopier (Put Page
+//     From URL from another Blob: CopyRange).
 //   - A lease is the exclusive write hold Azure offers on a blob. A target
 //     takes one for the run and sends its ID with every write.
 //   - The sequence number is a number Azure keeps per page blob. A target
@@ -23,7 +24,13 @@
 //     own writes change it.
 //   - A snapshot is a read-only, point-in-time copy of a blob, named by
 //     the time Azure took it. A recovery point is a snapshot taken at the
-//     end of a successful cycle (Snapshot, ListSnapshots, DeleteSnapshot).
+//     end of a successful cycle (RecoveryPoint, ListSnapshots,
+//     DeleteSnapshot). The prior state of a target is a snapshot taken
+//     just before a run first changes a blob that existed
+//     (Options.KeepPrior, PriorSnapshot), as Azure Site Recovery keeps the
+//     original disk on reprotect. Snapshots deltasync takes carry the
+//     metadata deltasync=recovery-point or deltasync=prior
+//     (SnapshotInfo.Kind).
 //   - A diff is the list of ranges that changed between a snapshot and the
 //     blob (or a later snapshot): Get Page Ranges Diff. Written ranges
 //     (PageRange) and cleared ranges (ClearRange) both mean changed.
@@ -70,6 +77,18 @@
 // halves the Blob's request limiter (an AIMD Limiter: halve on throttling,
 // add one after a cap's worth of successes) and calls Options.Throttle, so
 // that an engine can lower its own concurrency as well.
+//
+// # Blob to blob
+//
+// A Blob target copies from a Blob source server-side (CopyRange, which
+// transfer discovers as a RangeCopier): Put Page From URL, at most 4 MiB
+// per request, so a sync between two page blobs reads both to compare
+// them but never uploads data. The source must be readable by URL: its
+// SAS is sent, or a two-hour read SAS is minted from its account key, or
+// its Azure AD token goes in x-ms-copy-source-authorization. When the
+// service cannot copy from the source (Azurite answers 501; Azure answers
+// CannotVerifyCopySource when it cannot reach the source), the first copy
+// declines and the run reads and writes instead.
 //
 // # Targets and managed disks
 //

@@ -51,6 +51,15 @@ type Options struct {
 	// of disk, a multiple of 512; of 1 MiB with VHD) when it does not
 	// exist. Default 0: a missing blob is ErrNotFound.
 	CreateSize int64
+	// KeepPrior keeps the prior state of a target that existed before
+	// OpenTarget (not one it created): just before the Blob's first
+	// change (a write, clear, copy, resize or VHD footer) a snapshot
+	// with metadata deltasync=prior is taken, and PriorSnapshot returns
+	// its id. A Blob that changes nothing takes none. This is what a
+	// reprotect onto the original disk needs (Azure Site Recovery keeps
+	// the original as an -ASRReplica copy). Ignored for managed disk
+	// uploads, which have no snapshots. Default false.
+	KeepPrior bool
 	// LeaseDuration is the lease OpenTarget takes: 15 s to 60 s, renewed
 	// by a goroutine every third of it; or negative for an infinite lease
 	// (never renewed; a crashed run leaves the blob leased until someone

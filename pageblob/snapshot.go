@@ -7,9 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
-
-	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
 )
 
 // SnapshotInfo describes one snapshot of a blob.
@@ -18,6 +17,9 @@ type SnapshotInfo struct {
 	Time time.Time // ID parsed (zero if it does not parse)
 	Size int64     // the blob's size at the snapshot (with a VHD's footer)
 	ETag string
+	// Kind is what deltasync took the snapshot as: KindPrior,
+	// KindRecoveryPoint, or "" for a snapshot taken by anything else.
+	Kind string
 }
 
 // Snapshot takes a snapshot of the blob and returns its id, the time
@@ -32,14 +34,11 @@ func (b *Blob) Snapshot(ctx context.Context) (string, error) {
 	if b.loc.Snapshot != "" {
 		return "", b.refuse("snapshot", 0, 0, ErrReadOnly, "a snapshot cannot be snapshotted")
 	}
-	resp, err := b.pb.CreateSnapshot(ctx, &blob.CreateSnapshotOptions{AccessConditions: b.leaseCond()})
+	id, err := b.snapshot(ctx, "")
 	if err != nil {
 		return "", b.wrap("snapshot", 0, 0, err)
 	}
-	if resp.Snapshot == nil || *resp.Snapshot == "" {
-		return "", b.wrap("snapshot", 0, 0, fmt.Errorf("Azure answered no snapshot id"))
-	}
-	return *resp.Snapshot, nil
+	return id, nil
 }
 
 func (b *Blob) snapshotsAllowed(op string) error {
@@ -102,13 +101,20 @@ type listResult struct {
 			ContentLength int64  `xml:"Content-Length"`
 			ETag          string `xml:"Etag"`
 		} `xml:"Properties"`
+		Metadata struct {
+			Items []struct {
+				XMLName xml.Name
+				Value   string `xml:",chardata"`
+			} `xml:",any"`
+		} `xml:"Metadata"`
 	} `xml:"Blobs>Blob"`
 	NextMarker string `xml:"NextMarker"`
 }
 
 // ListSnapshots lists the snapshots of this blob, oldest first (List
-// Blobs on the container with include=snapshots and the blob's name as
-// prefix, following NextMarker). It needs list permission on the
+// Blobs on the container with include=snapshots,metadata and the blob's
+// name as prefix, following NextMarker), with the kind of those deltasync
+// took (SnapshotInfo.Kind). It needs list permission on the
 // container: a SAS scoped to the blob alone cannot list (ErrAuth).
 func (b *Blob) ListSnapshots(ctx context.Context) ([]SnapshotInfo, error) {
 	if err := b.snapshotsAllowed("list"); err != nil {
@@ -117,7 +123,7 @@ func (b *Blob) ListSnapshots(ctx context.Context) ([]SnapshotInfo, error) {
 	var out []SnapshotInfo
 	marker := ""
 	for {
-		q := url.Values{"restype": {"container"}, "comp": {"list"}, "include": {"snapshots"}, "prefix": {b.loc.Blob}}
+		q := url.Values{"restype": {"container"}, "comp": {"list"}, "include": {"snapshots,metadata"}, "prefix": {b.loc.Blob}}
 		if marker != "" {
 			q.Set("marker", marker)
 		}
@@ -139,7 +145,13 @@ func (b *Blob) ListSnapshots(ctx context.Context) ([]SnapshotInfo, error) {
 				continue
 			}
 			t, _ := time.Parse(time.RFC3339Nano, x.Snapshot)
-			out = append(out, SnapshotInfo{ID: x.Snapshot, Time: t, Size: x.Properties.ContentLength, ETag: x.Properties.ETag})
+			si := SnapshotInfo{ID: x.Snapshot, Time: t, Size: x.Properties.ContentLength, ETag: x.Properties.ETag}
+			for _, m := range x.Metadata.Items {
+				if strings.EqualFold(m.XMLName.Local, SnapshotKindKey) {
+					si.Kind = m.Value
+				}
+			}
+			out = append(out, si)
 		}
 		if lr.NextMarker == "" {
 			break

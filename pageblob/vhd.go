@@ -318,6 +318,9 @@ func (b *Blob) writeFooter(ctx context.Context, size int64) error {
 		return b.wrap("footer", size, VHDFooterSize, err)
 	}
 	fb := f.Bytes()
+	if err := b.keepPriorState(ctx); err != nil {
+		return err
+	}
 	if err := b.putPages(ctx, fb[:], size); err != nil {
 		return b.wrap("footer", size, VHDFooterSize, err)
 	}

@@ -1,0 +1,104 @@
+package pageblob
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
+)
+
+// Snapshots this package takes carry the metadata SnapshotKindKey with
+// the value KindPrior or KindRecoveryPoint, so that ListSnapshots can
+// tell them from each other and from snapshots taken by anything else.
+const (
+	// SnapshotKindKey is the metadata name (a C# identifier, as Azure
+	// requires) of the kind of a snapshot deltasync took.
+	SnapshotKindKey = "deltasync"
+	// KindPrior marks the prior state of a target, kept before a sync
+	// first changed it (Options.KeepPrior).
+	KindPrior = "prior"
+	// KindRecoveryPoint marks a recovery point: the target as a
+	// successful cycle left it (RecoveryPoint).
+	KindRecoveryPoint = "recovery-point"
+)
+
+// priorState is the snapshot Options.KeepPrior takes before the first
+// change of a Blob.
+type priorState struct {
+	mu   sync.Mutex
+	done atomic.Bool
+	id   string
+}
+
+// keepPriorState takes the prior-state snapshot before the Blob's first
+// change, once; concurrent first writers wait for it. A failure is
+// returned to the writer (nothing is written) and retried by the next.
+func (b *Blob) keepPriorState(ctx context.Context) error {
+	if !b.keepPrior || b.prior.done.Load() {
+		return nil
+	}
+	b.prior.mu.Lock()
+	defer b.prior.mu.Unlock()
+	if b.prior.done.Load() {
+		return nil
+	}
+	id, err := b.snapshot(ctx, KindPrior)
+	if err != nil {
+		return b.wrap("snapshot", 0, 0, fmt.Errorf("keeping the prior state before the first write: %w", err))
+	}
+	b.prior.id = id
+	b.prior.done.Store(true)
+	return nil
+}
+
+// PriorSnapshot returns the id of the snapshot that keeps the blob's
+// state from before this Blob first changed it (Options.KeepPrior), or
+// "" if none was taken: the option was off, the blob was created by
+// OpenTarget, or nothing was written yet.
+func (b *Blob) PriorSnapshot() string {
+	if !b.prior.done.Load() {
+		return ""
+	}
+	b.prior.mu.Lock()
+	defer b.prior.mu.Unlock()
+	return b.prior.id
+}
+
+// RecoveryPoint cuts a recovery point: a snapshot of the blob marked
+// with the metadata deltasync=recovery-point, and returns its id. Call it
+// after the writes of a cycle are finished and flushed (transfer's Seed
+// and Sync flush before returning). Managed disk uploads have no
+// snapshots (ErrNotSupported).
+func (b *Blob) RecoveryPoint(ctx context.Context) (string, error) {
+	if err := b.snapshotsAllowed("snapshot"); err != nil {
+		return "", err
+	}
+	if b.loc.Snapshot != "" {
+		return "", b.refuse("snapshot", 0, 0, ErrReadOnly, "a snapshot cannot be snapshotted")
+	}
+	id, err := b.snapshot(ctx, KindRecoveryPoint)
+	if err != nil {
+		return "", b.wrap("snapshot", 0, 0, err)
+	}
+	return id, nil
+}
+
+// snapshot takes a snapshot with the lease ID (in target mode) and, when
+// kind is not "", the metadata deltasync=kind.
+func (b *Blob) snapshot(ctx context.Context, kind string) (string, error) {
+	o := &blob.CreateSnapshotOptions{AccessConditions: b.leaseCond()}
+	if kind != "" {
+		v := kind
+		o.Metadata = map[string]*string{SnapshotKindKey: &v}
+	}
+	resp, err := b.pb.CreateSnapshot(ctx, o)
+	if err != nil {
+		return "", err
+	}
+	if resp.Snapshot == nil || *resp.Snapshot == "" {
+		return "", fmt.Errorf("Azure answered no snapshot id")
+	}
+	return *resp.Snapshot, nil
+}
