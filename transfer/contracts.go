@@ -49,6 +49,15 @@ type Resizer interface {
 	Resize(ctx context.Context, size int64) error
 }
 
+// WriteBehind is a target whose WriteAt returns before the write has
+// reached the disk's host (queued for a remote agent, say): a write is
+// known to be applied only when Flush returns. The engine then flushes
+// before every journal save, whatever Options.Durability says, so a
+// journal never counts a write that was still queued in this process.
+type WriteBehind interface {
+	WritesBehind() bool
+}
+
 // WriteLimits states what a single write must look like: offsets and
 // lengths multiples of Align, at most MaxWrite bytes (0: no limit).
 // Fallback: Align 1, no limit.

@@ -34,7 +34,8 @@ func (r *run) openJournal(ctx context.Context) error {
 		r.ident.SourceVersion = r.srcVersion
 	}
 	r.saved = r.lo
-	if r.flusher != nil && r.c.Durability != DurableCheckpoint {
+	wb, _ := r.dst.(WriteBehind)
+	if r.flusher != nil && r.c.Durability != DurableCheckpoint && (wb == nil || !wb.WritesBehind()) {
 		if r.c.bootID != nil {
 			r.bootID = r.c.bootID()
 		} else {

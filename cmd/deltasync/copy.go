@@ -31,6 +31,10 @@ type result struct {
 	FlushSeconds  float64 `json:"flush_seconds"`
 	VerifySeconds float64 `json:"verify_seconds"`
 	Seconds       float64 `json:"seconds"`
+	// Page blob targets (blob.go): the snapshot keeping the target's
+	// state from before the run, and the recovery point the run cut.
+	PriorSnapshot string `json:"prior_snapshot,omitempty"`
+	RecoveryPoint string `json:"recovery_point,omitempty"`
 }
 
 func cmdCopy(ctx context.Context, name string, args []string) error {
@@ -49,7 +53,7 @@ func cmdCopy(ctx context.Context, name string, args []string) error {
 		return err
 	}
 	if rf.json {
-		return printJSON(name, srcArg, dstArg, st)
+		return printJSON(name, srcArg, dstArg, st, &rf.blob)
 	}
 	if !isTerminal(os.Stderr) {
 		return nil
@@ -72,6 +76,7 @@ func copyDisks(ctx context.Context, name, srcArg, dstArg string, rf *runFlags) (
 		return transfer.Stats{}, err
 	}
 	defer srcCloser.Close()
+	rf.blob.srcSize = src.Size()
 	// seed creates a missing file target; sync wants one that exists.
 	dst, err := openTarget(dstArg, rf, name == "seed")
 	if err != nil {
@@ -90,6 +95,9 @@ func copyDisks(ctx context.Context, name, srcArg, dstArg string, rf *runFlags) (
 		run = transfer.Seed
 	}
 	st, err := run(ctx, src, dst, &o)
+	if err == nil {
+		err = finishTarget(ctx, dst)
+	}
 	if cerr := dst.Close(); err == nil && cerr != nil {
 		err = cerr
 	}
@@ -120,14 +128,15 @@ func sameDisk(src, dst string) bool {
 		b.Mode()&fs.ModeDevice != 0 && b.Mode()&fs.ModeCharDevice == 0 && sa.Rdev == sb.Rdev
 }
 
-func printJSON(name, src, dst string, st transfer.Stats) error {
+func printJSON(name, src, dst string, st transfer.Stats, bf *blobFlags) error {
 	return json.NewEncoder(os.Stdout).Encode(result{
-		Command: name, Source: src, Target: dst,
+		Command: name, Source: shown(src), Target: shown(dst),
 		BytesCompared: st.Compared, BytesEqual: st.Equal, BytesWritten: st.Written, BytesZeroed: st.Zeroed,
 		Extents: st.Extents, SourceRead: st.SourceRead, TargetRead: st.TargetRead,
 		Resumed: st.Resumed, ResumedFrom: st.ResumedFrom, Verified: st.Verified,
 		CopySeconds: st.Copy.Seconds(), FlushSeconds: st.Flush.Seconds(), VerifySeconds: st.Verify.Seconds(),
-		Seconds: st.Elapsed.Seconds(),
+		Seconds:       st.Elapsed.Seconds(),
+		PriorSnapshot: bf.priorSnapshot, RecoveryPoint: bf.recoveryPoint,
 	})
 }
 

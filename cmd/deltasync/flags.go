@@ -57,6 +57,10 @@ type runFlags struct {
 	noJournal, discardJournal, verify, json, allowLive bool
 	truncate, direct, noMmap                           bool
 	zeroMode, fsync                                    string
+	blob                                               blobFlags // page blob targets (blob.go)
+
+	// agent:// disks (agent.go)
+	agent agentFlags
 }
 
 func newFlagSet(name string, rf *runFlags) *flag.FlagSet {
@@ -84,6 +88,8 @@ func newFlagSet(name string, rf *runFlags) *flag.FlagSet {
 	fs.BoolVar(&rf.noMmap, "no-mmap", false, "read with pread instead of memory mappings")
 	fs.StringVar(&rf.fsync, "fsync", "end", "when the target is flushed: end (durable when the command returns), checkpoint (also before every journal save), none (never, like cp and rsync)")
 	fs.StringVar(&rf.zeroMode, "zero-mode", "punch", "how a file target clears zero ranges: punch (sparse), zero-range (keeps blocks), write")
+	rf.blob.register(fs)
+	rf.agent.register(fs)
 	return fs
 }
 

@@ -30,6 +30,7 @@ commands:
   sign DISK -o SIG         write DISK's signature (its keyed block hashes)
   diff SRC SIG -o PATCH    write a patch turning the signed disk into SRC
   apply PATCH DST          check DST is the patch's base, then apply it
+  agent -listen ADDR -disk NAME=PATH ...   serve disks to remote runs (agent://HOST:PORT/NAME)
 
 'deltasync COMMAND -h' lists the flags of a command.
 `
@@ -74,6 +75,8 @@ func run(ctx context.Context, args []string) error {
 		return cmdDiff(ctx, args[1:])
 	case "apply":
 		return cmdApply(ctx, args[1:])
+	case "agent":
+		return cmdAgent(ctx, args[1:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return nil

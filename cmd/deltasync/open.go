@@ -13,8 +13,19 @@ type disk interface {
 	io.Closer
 }
 
-// openSource opens SRC: a path to an image file or a block device.
+// openSource opens SRC: a path to an image file or a block device, a
+// page blob URL (blob.go), or an agent:// disk (agent.go).
 func openSource(arg string, rf *runFlags) (transfer.Source, io.Closer, error) {
+	if isBlobURL(arg) {
+		return openBlobSource(arg, rf)
+	}
+	if isAgentURL(arg) {
+		d, err := openAgent(arg, rf, false)
+		if err != nil {
+			return nil, nil, err
+		}
+		return d, d, nil
+	}
 	d, err := localdisk.OpenSource(arg, localdisk.SourceOptions{AllowLive: rf.allowLive})
 	if err != nil {
 		return nil, nil, err
@@ -22,8 +33,19 @@ func openSource(arg string, rf *runFlags) (transfer.Source, io.Closer, error) {
 	return d, d, nil
 }
 
-// openTarget opens DST, creating a missing file when create is set.
+// openTarget opens DST, creating a missing file (or page blob) when
+// create is set.
 func openTarget(arg string, rf *runFlags, create bool) (disk, error) {
+	if isBlobURL(arg) {
+		return openBlobTarget(arg, rf, create)
+	}
+	if isAgentURL(arg) {
+		d, err := openAgent(arg, rf, true)
+		if err != nil {
+			return nil, err
+		}
+		return d, nil
+	}
 	zm, err := rf.zero()
 	if err != nil {
 		return nil, err

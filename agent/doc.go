@@ -1,0 +1,90 @@
+// Package agent serves disks to a deltasync on another machine, and opens
+// such disks as transfer sources and targets, so that transfer.Sync works
+// unchanged against a remote disk while only hashes and changed data
+// cross the network.
+//
+// # Words
+//
+//   - agent: a Server, embedded in a Go program or run as
+//     `deltasync agent`, next to the disks it serves.
+//   - disk name: what clients call a disk; the agent maps it to a path
+//     given when it was started. No path from a client is ever opened.
+//   - session: one TLS connection, authenticated, on one disk, opened as a
+//     target (read, write, hash; under the agent's exclusive hold) or a
+//     source (read and hash).
+//   - client: a Client (address, credentials, limits) opens a Disk,
+//     which is a transfer.Target (and Source) with the usual optional
+//     capabilities, and a transfer.BlockHasher.
+//   - hash stream: the agent hashing its own disk with the client's keyed
+//     blockdiff.Hasher and streaming the hashes back while the engine
+//     hashes the source locally (transfer's hash mode, see
+//     transfer.BlockHasher).
+//   - write buffer: the bytes of writes queued or in flight and not yet
+//     acknowledged by the agent (Client.WriteBuffer).
+//
+// # Protocol
+//
+// TLS 1.3 (ALPN "deltasync-agent/1") over one TCP connection per Disk,
+// carrying frames of an 8-byte header (type, 24-bit length, 32-bit
+// request or stream number) and a payload of at most MaxPayload (8 MiB).
+// The first message is the client's hello (disk name, mode, token); the
+// agent answers with a welcome (size, alignment, largest write, a digest
+// of its disk's identity) or a fatal error, and closes.
+//
+// After that, both directions run at once, without lock-step:
+//
+//   - Writes and zeroings flow from the client in order, each write's
+//     data zstd-compressed when a cheap estimate says it pays (a few
+//     samples are compressed first; random data goes raw). The agent
+//     applies them in order and acknowledges them by count; the first
+//     failure is reported once, and later writes are not applied.
+//   - Flush, resize, read, allocation, version and cache requests travel
+//     in the same order as the writes and are answered by number, so a
+//     flush covers every write sent before it, and reads and hashes see
+//     them.
+//   - A hash request names the algorithm, the per-run key, the block
+//     size, the range and hints, and a credit: the agent hashes its disk
+//     in parallel (blockdiff.HashBlocks) and sends batches of hashes as
+//     they are ready (16 bytes and 1 tag byte per block for XXH3; a run
+//     of zero blocks takes a few bytes in all), never more than the
+//     credit; the client grants more as the comparison consumes them,
+//     ahead of any queued writes.
+//
+// So the bytes on the wire are the changed data (compressed when it
+// compresses), the hashes, and a little framing: 8 bytes a message and
+// TLS's 22 bytes a record of up to 16 KiB. TCP buffers are left to
+// Linux's autotuning when it may grow them to DefaultSocketBuffer (8 MiB,
+// 100 ms at 600 Mbit/s), and set explicitly otherwise.
+//
+// # Security
+//
+// TLS is always on. The client verifies the agent's certificate with a CA
+// (Client.RootCAs, or the system's roots) or pins its SHA-256
+// (Client.Pin, CertificatePin); SelfSigned makes a certificate for a
+// first run. Every session is authenticated before anything else, even
+// listing or hashing: by a bearer token, which the agent knows only by
+// its SHA-256 (Token: hash, disk names, expiry; compared in constant
+// time; never logged, never echoed), or by a client certificate from the
+// agent's ServerOptions.ClientCAs (mutual TLS), or both. A message that
+// is malformed, oversized or out of place ends the session with an
+// error, never a panic; the writes applied before it stay, and the
+// client's next run compares again.
+//
+// # Durability and journals
+//
+// WriteAt returns once the write is queued (see Disk.WriteAt); Flush
+// returns once every write queued before it is applied and fdatasync'd
+// on the agent. A dropped connection fails the run; writes queued but not
+// acknowledged may be lost, and a rerun compares again: through an agent
+// that costs hashing both disks, not sending them. A Disk is a
+// transfer.WriteBehind, so transfer flushes it before every journal save:
+// the journal never counts a write still queued in this process, and an
+// interrupted run resumes from its last save.
+//
+// # Pulling
+//
+// A Disk opened with OpenSource is a transfer.Source: reads are round
+// trips of up to 4 MiB, compressed when that pays, and holes are skipped
+// through AllocatedRanges. transfer hashes only targets remotely, so a
+// pull reads the whole allocated source across the network.
+package agent

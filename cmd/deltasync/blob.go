@@ -1,0 +1,168 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/deltasync/deltasync/pageblob"
+	"github.com/deltasync/deltasync/transfer"
+)
+
+// Page blobs as SRC or DST. A page blob is named by its URL:
+//
+//	https://ACCOUNT.blob.core.windows.net/CONTAINER/BLOB[?SAS]
+//	https://md-XXXX.zN.blob.storage.azure.net/CONTAINER/BLOB?SAS   (managed disk upload)
+//	http://127.0.0.1:PORT/devstoreaccount1/CONTAINER/BLOB          (Azurite)
+//
+// Credentials are the URL's SAS, else AZURE_STORAGE_CONNECTION_STRING,
+// AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY, Azurite's development key,
+// or DefaultAzureCredential: pageblob.Open decides, and pageblob.ParseURL
+// is the one place a URL is parsed. A SAS is never printed: arguments are
+// shown through pageblob.Redact.
+
+// blobFlags are the flags of seed and sync that concern page blob
+// targets, and what a run with one left behind.
+type blobFlags struct {
+	keepPrior bool
+	snapshot  bool
+	vhd       bool
+
+	// srcSize is the source's size, set once the source is open: a
+	// missing blob is created with it.
+	srcSize int64
+
+	// The snapshots the run took, for the summary and --json.
+	priorSnapshot, recoveryPoint string
+}
+
+func (bf *blobFlags) register(fs *flag.FlagSet) {
+	fs.BoolVar(&bf.keepPrior, "keep-prior", true, "page blob target that exists: keep its prior state as a snapshot taken before the first write (printed, and prior_snapshot in --json)")
+	fs.BoolVar(&bf.snapshot, "snapshot", true, "page blob target: cut a recovery point (a snapshot) at the end of a successful run (recovery_point in --json)")
+	fs.BoolVar(&bf.vhd, "vhd", false, "page blob target holds a fixed VHD (the disk, a multiple of 1 MiB, then a 512-byte footer), as Azure imports managed disks; always on for managed disk upload URLs (md- hosts)")
+}
+
+// isBlobURL tells a page blob URL from a path.
+func isBlobURL(arg string) bool {
+	return strings.HasPrefix(arg, "https://") || strings.HasPrefix(arg, "http://")
+}
+
+// shown returns an argument as it may be printed: a URL without its SAS.
+func shown(arg string) string {
+	if isBlobURL(arg) {
+		return pageblob.Redact(arg)
+	}
+	return arg
+}
+
+// openContext is the context of opening a blob: cancelled by Ctrl-C or
+// SIGTERM (opening sends requests, retried for minutes when the network
+// is down).
+func openContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+// openBlobSource opens a page blob (or a snapshot, ?snapshot=) read-only.
+func openBlobSource(arg string, rf *runFlags) (transfer.Source, io.Closer, error) {
+	ctx, stop := openContext()
+	defer stop()
+	b, err := pageblob.Open(ctx, arg, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	return b, b, nil
+}
+
+// openBlobTarget opens a page blob as a target, creating it with the
+// source's size when create is set (seed) and it is missing. It keeps the
+// prior state of a blob that exists (-keep-prior).
+func openBlobTarget(arg string, rf *runFlags, create bool) (disk, error) {
+	loc, err := pageblob.ParseURL(arg)
+	if err != nil {
+		return nil, err
+	}
+	bf := &rf.blob
+	vhd := bf.vhd || loc.Kind == pageblob.ManagedDisk
+	if n := bf.srcSize; n%pageblob.PageSize != 0 {
+		return nil, fmt.Errorf("the source is %d bytes, not a multiple of 512: a page blob holds whole 512-byte pages; "+
+			"pad the image to %d bytes (truncate -s %d FILE) and run again", n, roundUp512(n), roundUp512(n))
+	}
+	o := &pageblob.Options{VHD: bf.vhd, KeepPrior: bf.keepPrior}
+	if create && loc.Kind != pageblob.ManagedDisk {
+		if bf.srcSize == 0 {
+			return nil, errors.New("the source is empty: there is nothing to seed a page blob with")
+		}
+		if vhd && bf.srcSize%pageblob.VHDAlign != 0 {
+			return nil, fmt.Errorf("the source is %d bytes: a VHD page blob (-vhd) holds a disk of a whole number of MiB; pad the image to %d bytes and run again",
+				bf.srcSize, (bf.srcSize+pageblob.VHDAlign-1)/pageblob.VHDAlign*pageblob.VHDAlign)
+		}
+		o.CreateSize = bf.srcSize
+	}
+	ctx, stop := openContext()
+	defer stop()
+	b, err := pageblob.OpenTarget(ctx, arg, o)
+	if err != nil {
+		if !create && errors.Is(err, pageblob.ErrNotFound) {
+			return nil, fmt.Errorf("%w (use 'deltasync seed' for a new target)", err)
+		}
+		return nil, err
+	}
+	return &blobTarget{Blob: b, flags: bf}, nil
+}
+
+func roundUp512(n int64) int64 { return (n + 511) / 512 * 512 }
+
+// blobTarget is a page blob target that reports the snapshots its run
+// took. It embeds the Blob, so every capability of the Blob is kept.
+type blobTarget struct {
+	*pageblob.Blob
+	flags *blobFlags
+}
+
+// finish cuts the recovery point of a successful run (-snapshot); the
+// run's writes are flushed already. Managed disk uploads have no
+// snapshots and get none.
+func (t *blobTarget) finish(ctx context.Context) error {
+	t.notePrior()
+	if !t.flags.snapshot || t.Location().Kind == pageblob.ManagedDisk {
+		return nil
+	}
+	id, err := t.RecoveryPoint(ctx)
+	if err != nil {
+		return fmt.Errorf("the run succeeded but cutting its recovery point failed: %w", err)
+	}
+	t.flags.recoveryPoint = id
+	fmt.Fprintf(os.Stderr, "deltasync: recovery point of %s: snapshot %s\n", t.URL(), id)
+	return nil
+}
+
+// Close reports the prior state's snapshot, if one was taken (also when
+// the run failed: it is what the target held before), and closes the
+// blob, releasing its lease.
+func (t *blobTarget) Close() error {
+	t.notePrior()
+	return t.Blob.Close()
+}
+
+// notePrior prints and records the prior state's snapshot, once.
+func (t *blobTarget) notePrior() {
+	if id := t.PriorSnapshot(); id != "" && t.flags.priorSnapshot == "" {
+		t.flags.priorSnapshot = id
+		fmt.Fprintf(os.Stderr, "deltasync: prior state of %s kept as snapshot %s\n", t.URL(), id)
+	}
+}
+
+// finishTarget ends a successful run on its target: a page blob gets its
+// recovery point. Other targets need nothing.
+func finishTarget(ctx context.Context, dst disk) error {
+	if t, ok := dst.(*blobTarget); ok {
+		return t.finish(ctx)
+	}
+	return nil
+}
