@@ -259,7 +259,10 @@ func classify(src []byte) Kind {
 
 var zeros [64 << 10]byte
 
-// isZero reports whether b is all zeros, at memory speed.
+// IsZero reports whether b is all zeros, at memory speed (a comparison
+// with a static block of zeros).
+func IsZero(b []byte) bool { return isZero(b) }
+
 func isZero(b []byte) bool {
 	for len(b) > 0 {
 		n := min(len(b), len(zeros))

@@ -1,6 +1,10 @@
 package blockdiff
 
-import "fmt"
+import (
+	"cmp"
+	"fmt"
+	"slices"
+)
 
 // Kind says what a writer must do with an Extent.
 type Kind uint8
@@ -54,6 +58,27 @@ type Range struct {
 
 // End returns Off+Len.
 func (r Range) End() int64 { return r.Off + r.Len }
+
+// Normalize returns the ranges of rs sorted by offset, empty ones dropped
+// and those that overlap or touch merged. rs is not modified.
+func Normalize(rs []Range) []Range {
+	out := make([]Range, 0, len(rs))
+	for _, r := range rs {
+		if r.Len > 0 {
+			out = append(out, r)
+		}
+	}
+	slices.SortFunc(out, func(a, b Range) int { return cmp.Compare(a.Off, b.Off) })
+	merged := out[:0]
+	for _, r := range out {
+		if n := len(merged); n > 0 && r.Off <= merged[n-1].End() {
+			merged[n-1].Len = max(merged[n-1].End(), r.End()) - merged[n-1].Off
+			continue
+		}
+		merged = append(merged, r)
+	}
+	return merged
+}
 
 // coalescer merges adjacent extents of the same kind before handing them on.
 type coalescer struct {

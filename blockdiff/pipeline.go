@@ -2,7 +2,6 @@ package blockdiff
 
 import (
 	"context"
-	"sort"
 	"sync"
 
 	"golang.org/x/sync/errgroup"
@@ -46,16 +45,7 @@ func newPlanner(c *config, lo, hi int64) *planner {
 				spans = append(spans, Range{s, e - s})
 			}
 		}
-		sort.Slice(spans, func(i, j int) bool { return spans[i].Off < spans[j].Off })
-		merged := spans[:0]
-		for _, s := range spans {
-			if n := len(merged); n > 0 && s.Off <= merged[n-1].End() {
-				merged[n-1].Len = max(merged[n-1].End(), s.End()) - merged[n-1].Off
-				continue
-			}
-			merged = append(merged, s)
-		}
-		p.spans = merged
+		p.spans = Normalize(spans)
 	}
 	if len(p.spans) > 0 {
 		p.pos = p.spans[0].Off

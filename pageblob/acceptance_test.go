@@ -116,7 +116,7 @@ func accChange(t *testing.T, path string, size int64, frac float64, r *rand.Rand
 // adjacent ranges coalesced, each extent split at 4 MiB.
 func maxPuts(changed []blockdiff.Range) int {
 	n := 0
-	for _, x := range normalize(slices.Clone(changed)) {
+	for _, x := range blockdiff.Normalize(slices.Clone(changed)) {
 		n += int((x.Len + MaxPut - 1) / MaxPut)
 	}
 	return n
@@ -292,7 +292,7 @@ func TestAzuriteSeedAndSync(t *testing.T) {
 	tr = trafficOf(rec, name)
 	limit := maxPuts(changed)
 	t.Logf("sync: %d bytes changed in %d blocks (%d extents coalesced); uploaded %d bytes in %d Put Pages (at most %d allowed); downloaded %d bytes in %d Gets (target allocated: %d bytes), %v",
-		changedBytes, len(changed), len(normalize(slices.Clone(changed))), tr.uploaded, tr.puts, limit, tr.downed, tr.gets, sumRanges(allocated), time.Since(t0).Round(time.Millisecond))
+		changedBytes, len(changed), len(blockdiff.Normalize(slices.Clone(changed))), tr.uploaded, tr.puts, limit, tr.downed, tr.gets, sumRanges(allocated), time.Since(t0).Round(time.Millisecond))
 	if d := tr.uploaded - changedBytes; d < 0 || float64(d) > 0.02*float64(changedBytes) {
 		t.Errorf("sync uploaded %d bytes for %d changed: not within 2%%", tr.uploaded, changedBytes)
 	}
@@ -530,7 +530,7 @@ func TestAzuriteResumeAfterKill(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	r := rand.New(rand.NewPCG(seed, 5))
 	changed := accChange(t, img, size, 0.25, r)
-	writes := len(normalize(slices.Clone(changed)))
+	writes := len(blockdiff.Normalize(slices.Clone(changed)))
 	killAt := writes/4 + r.IntN(writes/2)
 	t.Logf("seed %d: %d changed extents; cancelling at Put Page %d (after a journal save)", seed, writes, killAt)
 

@@ -75,7 +75,7 @@ func (b *Blob) listSegment(ctx context.Context, s, e int64) ([]blockdiff.Range, 
 		}
 	}
 	b.cl.limiter.Success()
-	return normalize(rs), nil
+	return blockdiff.Normalize(rs), nil
 }
 
 // Diff returns the ranges of [off, off+n) that changed since the snapshot
@@ -135,7 +135,7 @@ func (b *Blob) diff(ctx context.Context, o *pageblob.GetPageRangesDiffOptions, o
 		}
 		all = append(all, rs...)
 	}
-	return normalize(all), nil
+	return blockdiff.Normalize(all), nil
 }
 
 func (b *Blob) diffSegment(ctx context.Context, o pageblob.GetPageRangesDiffOptions, s, e int64) ([]blockdiff.Range, error) {
@@ -200,29 +200,11 @@ func appendMerged(rs []blockdiff.Range, r blockdiff.Range) []blockdiff.Range {
 	return append(rs, r)
 }
 
-// normalize sorts ranges and merges those that overlap or touch.
-func normalize(rs []blockdiff.Range) []blockdiff.Range {
-	slices.SortFunc(rs, func(a, b blockdiff.Range) int {
-		switch {
-		case a.Off < b.Off:
-			return -1
-		case a.Off > b.Off:
-			return 1
-		}
-		return 0
-	})
-	var out []blockdiff.Range
-	for _, r := range rs {
-		out = appendMerged(out, r)
-	}
-	return out
-}
-
 // addRange returns sorted, merged rs with r added (a new slice).
 func addRange(rs []blockdiff.Range, r blockdiff.Range) []blockdiff.Range {
 	out := make([]blockdiff.Range, 0, len(rs)+1)
 	out = append(out, rs...)
-	return normalize(append(out, r))
+	return blockdiff.Normalize(append(out, r))
 }
 
 // subtractRange returns rs without the bytes of r (a new slice).

@@ -488,7 +488,7 @@ func (c *cursor) take() (entry []byte, rh blockdiff.BlockHash) {
 	rh = blockdiff.BlockHash{Off: off, Len: int32(end - off)}
 	if c.rec.Kind == Zero {
 		rh.Zero = true
-	} else if b := c.rec.Data[off-c.rec.Off : end-c.rec.Off]; isZero(b) {
+	} else if b := c.rec.Data[off-c.rec.Off : end-c.rec.Off]; blockdiff.IsZero(b) {
 		rh.Zero = true
 	} else {
 		rh.Sum = c.h.Sum(b)

@@ -255,7 +255,7 @@ func TestReader(t *testing.T) {
 					t.Fatalf("%s: data record %d+%d does not hold the source", c.name, rec.Off, rec.Len)
 				}
 			case Zero:
-				if !isZero(src[rec.Off:rec.End()]) {
+				if !blockdiff.IsZero(src[rec.Off:rec.End()]) {
 					t.Fatalf("%s: zero record %d+%d over data", c.name, rec.Off, rec.Len)
 				}
 			}

@@ -2,7 +2,6 @@ package patch
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -349,7 +348,7 @@ func (pw *patchWriter) flush(ctx context.Context) error {
 	}
 	for _, bh := range pw.want {
 		p := buf[bh.Off-off : bh.Off-off+int64(bh.Len)]
-		if isZero(p) || pw.hasher.Sum(p) != bh.Sum {
+		if blockdiff.IsZero(p) || pw.hasher.Sum(p) != bh.Sum {
 			return fmt.Errorf("%w: the block at offset %d (+%d) was read with another content than it was hashed with", ErrSourceChanged, bh.Off, bh.Len)
 		}
 	}
@@ -388,18 +387,4 @@ func (pw *patchWriter) record(tag, enc byte, off, n int64, base, payload []byte)
 		}
 	}
 	return nil
-}
-
-var zeros [64 << 10]byte
-
-// isZero reports whether b is all zeros.
-func isZero(b []byte) bool {
-	for len(b) > 0 {
-		n := min(len(b), len(zeros))
-		if !bytes.Equal(b[:n], zeros[:n]) {
-			return false
-		}
-		b = b[n:]
-	}
-	return true
 }

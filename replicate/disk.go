@@ -166,7 +166,7 @@ func (d *disk) plan(ctx context.Context, v View, tk taken) (hints []blockdiff.Ra
 		hints = append(hints, st.Pending...)
 		reason += " + an unfinished cycle's hints"
 	}
-	hints = normalizeRanges(hints)
+	hints = blockdiff.Normalize(hints)
 	if hints == nil {
 		hints = []blockdiff.Range{}
 	}
@@ -337,27 +337,4 @@ func (d *disk) close(ctx context.Context) error {
 // by ID, for a view frozen by an earlier process (named in a state file).
 type ViewReleaser interface {
 	ReleaseView(ctx context.Context, id string) error
-}
-
-// normalizeRanges sorts and merges ranges, dropping empty ones.
-func normalizeRanges(rs []blockdiff.Range) []blockdiff.Range {
-	rs = slices.DeleteFunc(slices.Clone(rs), func(r blockdiff.Range) bool { return r.Len <= 0 })
-	slices.SortFunc(rs, func(a, b blockdiff.Range) int {
-		switch {
-		case a.Off < b.Off:
-			return -1
-		case a.Off > b.Off:
-			return 1
-		}
-		return 0
-	})
-	var out []blockdiff.Range
-	for _, r := range rs {
-		if k := len(out); k > 0 && r.Off <= out[k-1].End() {
-			out[k-1].Len = max(out[k-1].End(), r.End()) - out[k-1].Off
-			continue
-		}
-		out = append(out, r)
-	}
-	return out
 }

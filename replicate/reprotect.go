@@ -251,7 +251,7 @@ func UnionRanges(lists ...[]blockdiff.Range) []blockdiff.Range {
 	for _, l := range lists {
 		all = append(all, l...)
 	}
-	return normalizeRanges(all)
+	return blockdiff.Normalize(all)
 }
 
 // adopt makes v (already synced to the target, whose point pt was cut)
