@@ -2,6 +2,7 @@ package blockdiff
 
 import (
 	"bytes"
+	"math"
 	"context"
 	"errors"
 	"fmt"
@@ -258,6 +259,7 @@ func TestCompareBadOptions(t *testing.T) {
 		{BlockSize: 1000}, {BlockSize: 8 << 20}, {BlockSize: -512},
 		{RefineSize: 1000}, {BlockSize: 4096, RefineSize: 4096}, {BlockSize: 4096, RefineSize: 1536},
 		{Offset: 100}, {Offset: -512}, {Length: -1}, {Concurrency: -1},
+		{Offset: 1 << 40, Length: math.MaxInt64 - 1<<39}, // Offset+Length overflows
 		{Hints: []Range{{-1, 5}}},
 	} {
 		_, err := Compare(context.Background(), b, 4096, b, 4096, &o, func(Extent) error { return nil })

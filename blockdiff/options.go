@@ -2,6 +2,7 @@ package blockdiff
 
 import (
 	"fmt"
+	"math"
 	"runtime"
 )
 
@@ -137,8 +138,8 @@ func (o *Options) config() (config, error) {
 	if c.Offset < 0 || c.Offset%SectorSize != 0 {
 		return c, fmt.Errorf("%w: offset %d is not a non-negative multiple of 512", ErrBadOptions, c.Offset)
 	}
-	if c.Length < 0 {
-		return c, fmt.Errorf("%w: length %d", ErrBadOptions, c.Length)
+	if c.Length < 0 || c.Offset > math.MaxInt64-c.Length {
+		return c, fmt.Errorf("%w: length %d from offset %d", ErrBadOptions, c.Length, c.Offset)
 	}
 	if c.MaxExtent < 0 {
 		return c, fmt.Errorf("%w: max extent %d", ErrBadOptions, c.MaxExtent)
