@@ -2,11 +2,11 @@ package blockdiff
 
 import (
 	"bytes"
-	"math"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
