@@ -19,6 +19,7 @@ var cases_ = map[string]func(context.Context, *config, *Report) error{
 	"seed":     caseSeed,
 	"scale":    caseScale,
 	"azurite":  caseAzurite, // bench/azurite.go; not in the default list
+	"agent":    caseAgent,   // bench/agent.go; not in the default list
 }
 
 // tool is one way of doing a case's job, measured in its own process.

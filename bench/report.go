@@ -56,6 +56,9 @@ type Summary struct {
 	// ToolWritten is what deltasync itself says it wrote (and zeroed).
 	ToolWritten int64 `json:"tool_bytes_written,omitempty"`
 	ToolZeroed  int64 `json:"tool_bytes_zeroed,omitempty"`
+	// WireBytes is the bytes a counting proxy saw cross the network,
+	// both ways (agent case).
+	WireBytes int64 `json:"wire_bytes,omitempty"`
 }
 
 func (r *Report) last() *Result { return &r.Results[len(r.Results)-1] }
@@ -115,6 +118,10 @@ func (r *Result) summarise() {
 			if v := r.childInt(n, "bytes_zeroed"); v >= 0 {
 				s.ToolZeroed = v
 			}
+			up, down := r.childInt(n, "wire_up_bytes"), r.childInt(n, "wire_down_bytes")
+			if up >= 0 && down >= 0 {
+				s.WireBytes = up + down
+			}
 		}
 		r.Summary = append(r.Summary, s)
 	}
@@ -162,6 +169,9 @@ func (r *Result) print(w io.Writer) {
 			s.Tool, s.Seconds, s.SecondsMin, s.SecondsMax, s.Ratio, s.CPUSeconds, s.AnonMiB, s.VmHWMMiB, mib(s.ReadBytes), mib(s.WriteBytes))
 		if s.ToolWritten > 0 || s.Tool == "deltasync" && r.Spec.Case != "compare" {
 			fmt.Fprintf(w, " (own count %s + zeroed %s)", mib(s.ToolWritten), mib(s.ToolZeroed))
+		}
+		if s.WireBytes > 0 {
+			fmt.Fprintf(w, " on the wire %s", mib(s.WireBytes))
 		}
 		fmt.Fprintln(w)
 	}
@@ -216,13 +226,17 @@ func (r *Report) markdown() string {
 		fmt.Fprintf(&b, "Note: %s\n\n", n)
 	}
 	b.WriteString("Times are medians of the runs [min-max]; the ratio is to the floor (reading the case's files in parallel with plain reads) measured in the same repetition. Memory is peak RssAnon (anonymous) and VmHWM (resident, mapped file pages included). Read and written are /proc/PID/io read_bytes and write_bytes, counted by the kernel. Every target was verified identical to its source after each run.\n\n")
-	b.WriteString("| case | tool | time s [min-max] | × floor | CPU s | anon MiB | VmHWM MiB | read MiB | written MiB | changed MiB |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| case | tool | time s [min-max] | × floor | CPU s | anon MiB | VmHWM MiB | read MiB | written MiB | wire MiB | changed MiB |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, res := range r.Results {
 		for _, s := range res.Summary {
-			fmt.Fprintf(&b, "| %s | %s | %.3f [%.3f-%.3f] | %.2f | %.2f | %.1f | %.1f | %.1f | %.1f | %.1f |\n",
+			wire := "-"
+			if s.WireBytes > 0 {
+				wire = fmt.Sprintf("%.2f", float64(s.WireBytes)/(1<<20))
+			}
+			fmt.Fprintf(&b, "| %s | %s | %.3f [%.3f-%.3f] | %.2f | %.2f | %.1f | %.1f | %.1f | %.1f | %s | %.1f |\n",
 				res.Spec.title(), s.Tool, s.Seconds, s.SecondsMin, s.SecondsMax, s.Ratio, s.CPUSeconds, s.AnonMiB, s.VmHWMMiB,
-				float64(s.ReadBytes)/(1<<20), float64(s.WriteBytes)/(1<<20), float64(res.Spec.Changed)/(1<<20))
+				float64(s.ReadBytes)/(1<<20), float64(s.WriteBytes)/(1<<20), wire, float64(res.Spec.Changed)/(1<<20))
 		}
 	}
 	return b.String()

@@ -110,6 +110,14 @@ func compareChunk(ctx context.Context, c *config, s, d *disk, ch chunk) (exts []
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if c.DropBehind {
+		// After the windows are released (deferred calls run last in,
+		// first out, so this runs after them).
+		defer func() {
+			s.dropCache(ch.off, min(ch.end, s.size))
+			d.dropCache(ch.off, min(ch.end, d.size))
+		}()
+	}
 	common := min(s.size, d.size)
 	add := func(e Extent) {
 		if n := len(exts); n > 0 && exts[n-1].Kind == e.Kind && exts[n-1].End() == e.Off {

@@ -13,6 +13,9 @@ import (
 	"runtime"
 	"testing"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // reference is the obvious sequential comparison the parallel engine must
@@ -461,4 +464,55 @@ func sameBytes(a, b []Extent, slack int64) bool {
 		}
 	}
 	return true
+}
+
+// resident counts the pages of path in the page cache (mincore).
+func resident(t *testing.T, path string) (in, total int) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, _ := f.Stat()
+	b, err := unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(b)
+	vec := make([]byte, (len(b)+os.Getpagesize()-1)/os.Getpagesize())
+	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
+		t.Fatal(e)
+	}
+	for _, v := range vec {
+		if v&1 != 0 {
+			in++
+		}
+	}
+	return in, len(vec)
+}
+
+// TestDropBehind: with DropBehind, the pages a comparison read are not
+// left in the page cache; without it they are.
+func TestDropBehind(t *testing.T) {
+	dir := t.TempDir()
+	r := rand.New(rand.NewPCG(9, 9))
+	data := randomImage(r, 16<<20)
+	for _, drop := range []bool{false, true} {
+		for _, noMmap := range []bool{false, true} {
+			sp, dp := filepath.Join(dir, "s"), filepath.Join(dir, "d")
+			s, d := writeFile(t, sp, data), writeFile(t, dp, data)
+			s.Sync()
+			d.Sync()
+			_, err := Compare(context.Background(), s, int64(len(data)), d, int64(len(data)), &Options{DropBehind: drop, NoMmap: noMmap}, func(Extent) error { return nil })
+			if err != nil {
+				t.Fatal(err)
+			}
+			in, total := resident(t, sp)
+			t.Logf("drop=%v noMmap=%v: %d of %d pages resident", drop, noMmap, in, total)
+			if drop && in > total/10 || !drop && in < total/2 {
+				t.Fatalf("drop=%v noMmap=%v: %d of %d pages resident", drop, noMmap, in, total)
+			}
+		}
+	}
 }

@@ -28,6 +28,7 @@ type disk struct {
 	size   int64
 	mapper AllocationMapper
 	mm     *mmapFile // not nil when read through mappings
+	file   *os.File  // the *os.File behind the disk, if any (DropBehind)
 	pool   chan []byte
 	bufLen int
 	read   atomic.Int64 // bytes actually read (or touched through a mapping)
@@ -49,6 +50,7 @@ func newDisk(side Side, r io.ReaderAt, size int64, c *config) (*disk, error) {
 		f, ok = fb.BackingFile(), fb.BackingFile() != nil
 	}
 	if ok {
+		d.file = f
 		if d.mapper == nil {
 			d.mapper = newSeekMapper(f)
 		}
@@ -159,6 +161,13 @@ func (d *disk) window(ctx context.Context, off, end int64, alloc []Range, all bo
 	}
 	clear(buf[pos-off:])
 	return view{b: buf, off: off, release: rel}, nil
+}
+
+// dropCache drops [off,end) from the page cache, when the disk is a file.
+func (d *disk) dropCache(off, end int64) {
+	if d.file != nil && end > off {
+		dropPages(d.file, off, end-off)
+	}
 }
 
 func (d *disk) prefetch(off, end int64) {

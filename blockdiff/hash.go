@@ -186,6 +186,9 @@ func hashChunk(ctx context.Context, c *config, d *disk, st *hashState, ch chunk)
 	if ch.off >= end {
 		return nil, nil
 	}
+	if c.DropBehind {
+		defer d.dropCache(ch.off, end)
+	}
 	alloc, all, err := d.allocated(ctx, ch.off, end)
 	if err != nil {
 		return nil, err

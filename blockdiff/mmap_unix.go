@@ -115,3 +115,9 @@ func (s seekMapper) AllocatedRanges(ctx context.Context, off, n int64) ([]Range,
 	runtime.KeepAlive(s.f)
 	return rs, nil
 }
+
+// dropPages asks the kernel to drop the clean cached pages of a range.
+func dropPages(f *os.File, off, n int64) {
+	_ = unix.Fadvise(int(f.Fd()), off, n, unix.FADV_DONTNEED)
+	runtime.KeepAlive(f)
+}

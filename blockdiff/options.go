@@ -64,6 +64,13 @@ type Options struct {
 	// then read with pread into pooled buffers like any io.ReaderAt.
 	NoMmap bool
 
+	// DropBehind drops the pages of *os.File disks from the page cache
+	// once their chunk is compared (posix_fadvise DONTNEED), so that
+	// comparing a large block device does not evict the host's working
+	// set. Pages the host itself had cached are dropped too (they are
+	// clean; it reads them again). Default false.
+	DropBehind bool
+
 	// MaxExtent, when not 0, ends a merged extent once it is at least
 	// this long, so a long run of differing blocks is reported in pieces
 	// (each at most MaxExtent plus one chunk) and Reached keeps moving.

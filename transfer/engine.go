@@ -256,6 +256,7 @@ func (r *run) compare(ctx context.Context, ops chan<- *op, kick chan<- struct{})
 		BlockSize:   r.c.bs,
 		RefineSize:  r.c.RefineSize,
 		Hints:       r.c.Hints,
+		DropBehind:  r.c.DropBehind,
 		Concurrency: r.c.compareConc,
 		NoMmap:      r.c.NoMmap,
 		Progress:    r.rep.advance,

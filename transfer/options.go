@@ -141,6 +141,12 @@ type Options struct {
 	// memory mappings (see blockdiff.Options.NoMmap).
 	NoMmap bool
 
+	// DropBehind drops the disks' pages from the page cache behind the
+	// comparison (see blockdiff.Options.DropBehind), so a sync of a large
+	// block device does not evict the host's working set. Default false;
+	// the command turns it on when a side is a block device.
+	DropBehind bool
+
 	// HashAlgorithm is the keyed block hash used when the target hashes
 	// its own blocks (a BlockHasher, such as a remote agent), with a
 	// fresh random key per comparison. Default blockdiff.XXH3; use

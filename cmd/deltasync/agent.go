@@ -34,9 +34,8 @@ const agentUsage = `usage:
 
 Clients name a served disk agent://HOST:PORT/NAME, with the token in
 DELTASYNC_AGENT_TOKEN or -agent-token-file, and -agent-pin or -agent-ca.
-Writes to an agent are pipelined, so a sync onto one keeps a resume
-journal only with -fsync checkpoint; without it a rerun compares again
-(hashes only) and sends what still differs.
+Writes to an agent are pipelined; a sync onto one flushes the agent's disk
+before every journal save, so an interrupted run resumes from its last save.
 `
 
 // agentFlags are the flags of seed and sync for agent:// disks.

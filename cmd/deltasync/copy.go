@@ -9,6 +9,7 @@ import (
 	"os"
 	"syscall"
 
+	"github.com/deltasync/deltasync/localdisk"
 	"github.com/deltasync/deltasync/transfer"
 )
 
@@ -85,6 +86,9 @@ func copyDisks(ctx context.Context, name, srcArg, dstArg string, rf *runFlags) (
 		}
 		return transfer.Stats{}, err
 	}
+	// A block device's pages are dropped behind the comparison so a sync
+	// does not evict the host's working set (-keep-cache keeps them).
+	o.DropBehind = !rf.keepCache && (isBlockDevice(src) || isBlockDevice(dst))
 	if isTerminal(os.Stderr) && !rf.json {
 		bar := newProgressBar(os.Stderr)
 		defer bar.done()
@@ -165,4 +169,10 @@ func bytesHuman(n int64) string {
 		f /= 1024
 	}
 	return ""
+}
+
+// isBlockDevice reports whether d is a local block device.
+func isBlockDevice(d any) bool {
+	ld, ok := d.(*localdisk.Disk)
+	return ok && ld.Kind() == localdisk.BlockDevice
 }

@@ -55,7 +55,7 @@ type runFlags struct {
 	concurrency                                        int
 	journalDir                                         string
 	noJournal, discardJournal, verify, json, allowLive bool
-	truncate, direct, noMmap                           bool
+	truncate, direct, noMmap, keepCache                bool
 	zeroMode, fsync                                    string
 	blob                                               blobFlags // page blob targets (blob.go)
 
@@ -86,6 +86,7 @@ func newFlagSet(name string, rf *runFlags) *flag.FlagSet {
 	fs.BoolVar(&rf.truncate, "truncate", false, "shrink a target longer than the source (default: its tail is kept)")
 	fs.BoolVar(&rf.direct, "direct", false, "open the target with O_DIRECT")
 	fs.BoolVar(&rf.noMmap, "no-mmap", false, "read with pread instead of memory mappings")
+	fs.BoolVar(&rf.keepCache, "keep-cache", false, "keep a block device's pages in the page cache (default: dropped behind the comparison)")
 	fs.StringVar(&rf.fsync, "fsync", "end", "when the target is flushed: end (durable when the command returns), checkpoint (also before every journal save), none (never, like cp and rsync)")
 	fs.StringVar(&rf.zeroMode, "zero-mode", "punch", "how a file target clears zero ranges: punch (sparse), zero-range (keeps blocks), write")
 	rf.blob.register(fs)
