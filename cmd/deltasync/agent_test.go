@@ -185,7 +185,17 @@ func TestAgentSync(t *testing.T) {
 		t.Fatalf("wrote %d (changed %d), read %d of the target, verified %v", r.BytesWritten, changed, r.TargetRead, r.Verified)
 	}
 
-	// Again, resumable mode: nothing to write.
+	// verify across the connection: the agent hashes its own disk.
+	if code, out, se := agentRun(t, append(env, "DELTASYNC_AGENT_TOKEN="+token), "verify", "-agent-pin", pin, srcPath, url); code != 0 {
+		t.Fatalf("verify through the agent: exit %d: %s %s", code, out, se)
+	}
+	other := filepath.Join(dir, "other.img")
+	os.WriteFile(other, dst, 0o644) // the old target: differs
+	if code, _, se := agentRun(t, append(env, "DELTASYNC_AGENT_TOKEN="+token), "verify", "-agent-pin", pin, other, url); code != 1 {
+		t.Fatalf("verify of differing disks through the agent: exit %d (want 1): %s", code, se)
+	}
+
+	// Again, with -fsync checkpoint: nothing to write.
 	code, out, se = agentRun(t, append(env, "DELTASYNC_AGENT_TOKEN="+token), "sync", "-json", "-fsync", "checkpoint", "-journal-dir", jdir, "-agent-pin", pin, srcPath, url)
 	if code != 0 {
 		t.Fatalf("second sync: exit %d: %s", code, se)

@@ -8,17 +8,21 @@ import (
 	"os"
 
 	"github.com/deltasync/deltasync/blockdiff"
-	"github.com/deltasync/deltasync/localdisk"
+	"github.com/deltasync/deltasync/transfer"
 )
 
-// cmdVerify compares two disks byte for byte: exit 0 if and only if they
-// are identical (same size, same bytes).
+// cmdVerify compares two disks: exit 0 if and only if they are identical
+// (same size, same bytes). Either may be a path, a page blob URL or an
+// agent:// disk; an agent disk hashes its own blocks (keyed, with a fresh
+// random key) so it is not read across the network.
 func cmdVerify(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
-	var bs size
-	fs.Var(&bs, "block-size", "comparison block size (default 64K)")
+	var rf runFlags
+	fs.Var(&rf.blockSize, "block-size", "comparison block size (default 64K)")
 	asJSON := fs.Bool("json", false, "print one JSON object with the result")
-	allowLive := fs.Bool("allow-live", false, "read disks that are mounted or in use")
+	fs.BoolVar(&rf.allowLive, "allow-live", false, "read disks that are mounted or in use")
+	hashName := fs.String("hash", "xxh3", "block hash when a disk hashes itself (agent://): xxh3 or blake3")
+	rf.agent.register(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(os.Stderr, "usage: deltasync verify [flags] SRC DST\nexit status 0: identical; 1: they differ; 2: error")
 		fs.PrintDefaults()
@@ -30,26 +34,55 @@ func cmdVerify(ctx context.Context, args []string) error {
 		fs.Usage()
 		return fmt.Errorf("verify wants SRC and DST")
 	}
-	var ds [2]*localdisk.Disk
+	alg := blockdiff.XXH3
+	switch *hashName {
+	case "xxh3":
+	case "blake3":
+		alg = blockdiff.BLAKE3
+	default:
+		return fmt.Errorf("-hash %q: want xxh3 or blake3", *hashName)
+	}
+	var ds [2]transfer.Source
 	for i := range ds {
-		d, err := localdisk.OpenSource(fs.Arg(i), localdisk.SourceOptions{AllowLive: *allowLive})
+		d, closer, err := openSource(fs.Arg(i), &rf)
 		if err != nil {
 			return err
 		}
-		defer d.Close()
+		defer closer.Close()
 		ds[i] = d
 		// Read what the device holds, not what this host cached.
-		_ = d.DropCache(0, 0)
+		if cd, ok := d.(transfer.CacheDropper); ok {
+			_ = cd.DropCache(0, 0)
+		}
 	}
 	var first *blockdiff.Extent
 	var differ int64
-	st, err := blockdiff.Compare(ctx, ds[0], ds[0].Size(), ds[1], ds[1].Size(), &blockdiff.Options{BlockSize: int(bs)}, func(e blockdiff.Extent) error {
+	fn := func(e blockdiff.Extent) error {
 		if first == nil {
 			first = &e
 		}
 		differ += e.Len
 		return nil
-	})
+	}
+	o := &blockdiff.Options{BlockSize: int(rf.blockSize)}
+	var st blockdiff.Stats
+	var err error
+	if bh, ok := ds[1].(transfer.BlockHasher); ok {
+		key, kerr := blockdiff.NewKey()
+		if kerr != nil {
+			return kerr
+		}
+		h := blockdiff.Hasher{Alg: alg, Key: key}
+		hctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		it, herr := bh.HashBlocks(hctx, h, o)
+		if herr != nil {
+			return herr
+		}
+		st, err = blockdiff.CompareHashes(ctx, ds[0], ds[0].Size(), h, it, ds[1].Size(), o, fn)
+	} else {
+		st, err = blockdiff.Compare(ctx, ds[0], ds[0].Size(), ds[1], ds[1].Size(), o, fn)
+	}
 	if err != nil {
 		return err
 	}
