@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 var cases_ = map[string]func(context.Context, *config, *Report) error{
@@ -188,6 +189,9 @@ func identical(a, b string) error {
 }
 
 func prepare(cache string, files ...string) error {
+	// Let no earlier run's writeback (rsync leaves a gigabyte of dirty
+	// pages behind in some cases) overlap the next measurement.
+	syscall.Sync()
 	switch cache {
 	case "cold":
 		return evict(files...)
