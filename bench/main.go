@@ -76,8 +76,12 @@ func run() error {
 	flag.StringVar(&caches, "cache", "warm,cold", "page-cache states to measure: warm, cold")
 	flag.StringVar(&cases, "cases", "compare,sync,subblock,seed", "cases, comma separated: compare, sync, subblock, seed, scale")
 	flag.StringVar(&c.deltasync, "deltasync", "", "deltasync binary to measure (default: built from this module)")
+	render := flag.String("render", "", "write the report from these report.json files (comma-separated, merged in order) instead of measuring")
 	flag.Var(&peerFlags, "peer", "another tool to measure, NAME=COMMAND with {src} and {dst} (repeatable); rsync is measured when installed")
 	flag.Parse()
+	if *render != "" {
+		return renderReports(strings.Split(*render, ","), c.out)
+	}
 	if c.quick {
 		size, sizes, changes, c.runs = "256M", "64M,256M", "0.01", 3
 		if !isSet("cases") {

@@ -14,7 +14,9 @@ import (
 
 // Report is everything one bench run measured.
 type Report struct {
-	Command  string            `json:"command"`
+	Command string `json:"command"`
+	// Commands lists every run merged into this report (-render).
+	Commands []string          `json:"commands,omitempty"`
 	Machine  string            `json:"machine"`
 	Started  time.Time         `json:"started"`
 	Finished time.Time         `json:"finished"`
@@ -215,7 +217,15 @@ func (r *Report) write(dir string) error {
 
 func (r *Report) markdown() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# deltasync bench\n\n`%s`\n\n%s; %s to %s.\n\n", r.Command, r.Machine, r.Started.Format(time.RFC3339), r.Finished.Format(time.RFC3339))
+	cmds := r.Commands
+	if len(cmds) == 0 {
+		cmds = []string{r.Command}
+	}
+	b.WriteString("# deltasync bench\n\n")
+	for _, c := range cmds {
+		fmt.Fprintf(&b, "`%s`\n\n", c)
+	}
+	fmt.Fprintf(&b, "%s; %s to %s.\n\n", r.Machine, r.Started.Format(time.RFC3339), r.Finished.Format(time.RFC3339))
 	var peers []string
 	for n, p := range r.Peers {
 		peers = append(peers, n+": "+p)
@@ -225,19 +235,58 @@ func (r *Report) markdown() string {
 	for _, n := range r.Notes {
 		fmt.Fprintf(&b, "Note: %s\n\n", n)
 	}
-	b.WriteString("Times are medians of the runs [min-max]; the ratio is to the floor (reading the case's files in parallel with plain reads) measured in the same repetition. Memory is peak RssAnon (anonymous) and VmHWM (resident, mapped file pages included). Read and written are /proc/PID/io read_bytes and write_bytes, counted by the kernel. Every target was verified identical to its source after each run.\n\n")
-	b.WriteString("| case | tool | time s [min-max] | × floor | CPU s | anon MiB | VmHWM MiB | read MiB | written MiB | wire MiB | changed MiB |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("Times are medians of the runs [min-max]; the ratio is to the floor (reading the case's files in parallel with plain reads) measured in the same repetition. Memory is peak RssAnon (anonymous) and VmHWM (resident, mapped file pages included). Read and written are /proc/PID/io read_bytes and write_bytes, counted by the kernel (whole page-cache folios: a 4 KiB change inside a 64 KiB folio is written back as 64 KiB); 'tool wrote' is what deltasync itself wrote and cleared (what would cross a network); 'wire' is counted by a proxy between client and agent. Every target was verified identical to its source after each run.\n\n")
+	b.WriteString("| case | tool | time s [min-max] | × floor | CPU s | anon MiB | VmHWM MiB | read MiB | written MiB | tool wrote MiB | wire MiB | changed MiB |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, res := range r.Results {
 		for _, s := range res.Summary {
 			wire := "-"
 			if s.WireBytes > 0 {
 				wire = fmt.Sprintf("%.2f", float64(s.WireBytes)/(1<<20))
 			}
-			fmt.Fprintf(&b, "| %s | %s | %.3f [%.3f-%.3f] | %.2f | %.2f | %.1f | %.1f | %.1f | %.1f | %s | %.1f |\n",
+			own := "-"
+			if strings.HasPrefix(s.Tool, "deltasync") && res.Spec.Case != "compare" {
+				own = fmt.Sprintf("%.1f", float64(s.ToolWritten+s.ToolZeroed)/(1<<20))
+			}
+			fmt.Fprintf(&b, "| %s | %s | %.3f [%.3f-%.3f] | %.2f | %.2f | %.1f | %.1f | %.1f | %.1f | %s | %s | %.1f |\n",
 				res.Spec.title(), s.Tool, s.Seconds, s.SecondsMin, s.SecondsMax, s.Ratio, s.CPUSeconds, s.AnonMiB, s.VmHWMMiB,
-				float64(s.ReadBytes)/(1<<20), float64(s.WriteBytes)/(1<<20), wire, float64(res.Spec.Changed)/(1<<20))
+				float64(s.ReadBytes)/(1<<20), float64(s.WriteBytes)/(1<<20), own, wire, float64(res.Spec.Changed)/(1<<20))
 		}
 	}
 	return b.String()
+}
+
+// renderReports merges earlier reports (their results in order, each
+// run's command kept in Commands) and writes them out again, so that a
+// report can be re-rendered, or completed by separate runs.
+func renderReports(paths []string, dir string) error {
+	var out Report
+	for i, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		var r Report
+		if err := json.Unmarshal(b, &r); err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		if i == 0 {
+			out = r
+			out.Commands = append([]string{r.Command}, r.Commands...)
+			continue
+		}
+		out.Commands = append(out.Commands, r.Command)
+		out.Results = append(out.Results, r.Results...)
+		out.Notes = append(out.Notes, r.Notes...)
+		if r.Finished.After(out.Finished) {
+			out.Finished = r.Finished
+		}
+		for k, v := range r.Peers {
+			out.Peers[k] = v
+		}
+	}
+	for i := range out.Results {
+		out.Results[i].summarise()
+	}
+	return out.write(dir)
 }
