@@ -27,7 +27,7 @@ var palette = []string{"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#
 // the change rate, and sync time against disk size.
 func (r *Report) svg() string {
 	var charts []chart
-	thr := chart{title: "Sync throughput against change rate (disk size / wall time)", xlabel: "blocks changed (%)", ylabel: "throughput (MB/s)", logX: true}
+	thr := chart{title: "Sync throughput against change rate (disk size / wall time)", xlabel: "blocks changed (%)", ylabel: "throughput (MB/s, log)", logX: true, logY: true}
 	sent := chart{title: "Bytes written to the target against change rate", xlabel: "blocks changed (%)", ylabel: "written (MiB, log)", logX: true, logY: true}
 	scale := chart{title: "Sync time against disk size (1% changed)", xlabel: "disk size (GiB)", ylabel: "wall time (s)"}
 	add := func(c *chart, name string, dash bool, p point) {
