@@ -74,7 +74,7 @@ func run() error {
 	flag.StringVar(&changes, "changes", "0.001,0.01,0.1", "fractions of blocks changed in the sync case")
 	flag.IntVar(&c.runs, "runs", 3, "runs of each measurement (median, min and max are reported)")
 	flag.StringVar(&caches, "cache", "warm,cold", "page-cache states to measure: warm, cold")
-	flag.StringVar(&cases, "cases", "compare,sync,subblock,seed", "cases, comma separated: compare, sync, subblock, seed, scale")
+	flag.StringVar(&cases, "cases", "compare,sync,subblock,seed", "cases, comma separated: compare, sync, subblock, seed, scale, agent, azurite")
 	flag.StringVar(&c.deltasync, "deltasync", "", "deltasync binary to measure (default: built from this module)")
 	render := flag.String("render", "", "write the report from these report.json files (comma-separated, merged in order) instead of measuring")
 	flag.Var(&peerFlags, "peer", "another tool to measure, NAME=COMMAND with {src} and {dst} (repeatable); rsync is measured when installed")
