@@ -19,20 +19,13 @@ import (
 // last Options.RangeCacheSegments segments are cached, kept up to date
 // with this Blob's own writes and clears. It may be called concurrently.
 func (b *Blob) AllocatedRanges(ctx context.Context, off, n int64) ([]blockdiff.Range, error) {
-	if off < 0 || n < 0 {
-		return nil, b.refuse("ranges", off, n, ErrPastEnd, "negative offset or length")
-	}
-	if b.closed.Load() {
-		return nil, b.wrap("ranges", off, n, ErrClosed)
-	}
-	size := b.size.Load()
-	end := min(off+n, size)
-	if off >= end {
-		return nil, nil
+	end, err := b.span("ranges", off, n)
+	if err != nil || off >= end {
+		return nil, err
 	}
 	ctx, done := b.opCtx(ctx)
 	defer done()
-	seg := b.cl.opts.ListSegment
+	seg, size := b.cl.opts.ListSegment, b.size.Load()
 	var out []blockdiff.Range
 	for i := off / seg; i*seg < end; i++ {
 		s, e := i*seg, min((i+1)*seg, size)
@@ -108,17 +101,22 @@ func (b *Blob) DiffFromURL(ctx context.Context, prevSnapshotURL string, off, n i
 	return b.diff(ctx, &pageblob.GetPageRangesDiffOptions{PrevSnapshotURL: &prevSnapshotURL}, off, n)
 }
 
-func (b *Blob) diff(ctx context.Context, o *pageblob.GetPageRangesDiffOptions, off, n int64) ([]blockdiff.Range, error) {
+// span checks the range of a listing and returns its end, clipped to the
+// blob's size.
+func (b *Blob) span(op string, off, n int64) (int64, error) {
 	if off < 0 || n < 0 {
-		return nil, b.refuse("diff", off, n, ErrPastEnd, "negative offset or length")
+		return 0, b.refuse(op, off, n, ErrPastEnd, "negative offset or length")
 	}
 	if b.closed.Load() {
-		return nil, b.wrap("diff", off, n, ErrClosed)
+		return 0, b.wrap(op, off, n, ErrClosed)
 	}
-	size := b.size.Load()
-	end := min(off+n, size)
-	if off >= end {
-		return nil, nil
+	return min(off+n, b.size.Load()), nil
+}
+
+func (b *Blob) diff(ctx context.Context, o *pageblob.GetPageRangesDiffOptions, off, n int64) ([]blockdiff.Range, error) {
+	end, err := b.span("diff", off, n)
+	if err != nil || off >= end {
+		return nil, err
 	}
 	ctx, done := b.opCtx(ctx)
 	defer done()
