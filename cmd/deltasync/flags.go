@@ -52,7 +52,7 @@ func parseSize(v string) (int64, error) {
 type runFlags struct {
 	blockSize, refine, memory, bwlimit, offset, length size
 	journalBytes                                       size
-	concurrency                                        int
+	concurrency, compareConcurrency                    int
 	journalDir                                         string
 	noJournal, discardJournal, verify, json, allowLive bool
 	truncate, direct, noMmap, keepCache                bool
@@ -72,6 +72,7 @@ func newFlagSet(name string, rf *runFlags) *flag.FlagSet {
 	fs.Var(&rf.blockSize, "block-size", "comparison block size: a multiple of 512 up to 4M (default 64K)")
 	fs.Var(&rf.refine, "refine", "refine differing blocks to this size (a multiple of 512 dividing the block size; 0: off)")
 	fs.IntVar(&rf.concurrency, "concurrency", 0, "writer goroutines (default 4)")
+	fs.IntVar(&rf.compareConcurrency, "compare-concurrency", 0, "comparison workers (default max(4, CPUs))")
 	fs.Var(&rf.memory, "memory", "memory budget of write buffers (default 64M)")
 	fs.Var(&rf.bwlimit, "bwlimit", "bandwidth limit, bytes per second written (0: none)")
 	fs.Var(&rf.offset, "offset", "work only from this offset (a multiple of 512)")
@@ -112,21 +113,22 @@ func (rf *runFlags) options() (transfer.Options, error) {
 		return transfer.Options{}, err
 	}
 	o := transfer.Options{
-		BlockSize:         int(rf.blockSize),
-		RefineSize:        int(rf.refine),
-		Concurrency:       rf.concurrency,
-		MemoryBudget:      int64(rf.memory),
-		BandwidthLimit:    int64(rf.bwlimit),
-		Offset:            int64(rf.offset),
-		Length:            int64(rf.length),
-		Verify:            rf.verify,
-		AllowLive:         rf.allowLive,
-		TruncateExcess:    rf.truncate,
-		NoJournal:         rf.noJournal,
-		JournalBytes:      int64(rf.journalBytes),
-		DiscardBadJournal: rf.discardJournal,
-		NoMmap:            rf.noMmap,
-		Durability:        dur,
+		BlockSize:          int(rf.blockSize),
+		RefineSize:         int(rf.refine),
+		Concurrency:        rf.concurrency,
+		CompareConcurrency: rf.compareConcurrency,
+		MemoryBudget:       int64(rf.memory),
+		BandwidthLimit:     int64(rf.bwlimit),
+		Offset:             int64(rf.offset),
+		Length:             int64(rf.length),
+		Verify:             rf.verify,
+		AllowLive:          rf.allowLive,
+		TruncateExcess:     rf.truncate,
+		NoJournal:          rf.noJournal,
+		JournalBytes:       int64(rf.journalBytes),
+		DiscardBadJournal:  rf.discardJournal,
+		NoMmap:             rf.noMmap,
+		Durability:         dur,
 	}
 	if rf.journalDir != "" {
 		o.Journal = transfer.DirStore{Dir: rf.journalDir}
