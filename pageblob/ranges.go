@@ -79,14 +79,30 @@ func (b *Blob) listSegment(ctx context.Context, s, e int64) ([]blockdiff.Range, 
 // both are returned, merged and sorted. When b is itself a snapshot, the
 // diff is between the two snapshots (prevSnapshot must be the older).
 //
-// Azurite answers a plain page-range listing instead of a diff, so a diff
-// against Azurite reports every allocated range: correct (a superset) but
-// not a test of the diff.
+// Azurite answers a plain listing of b's current pages instead of a
+// diff, without ClearRange entries: a range cleared since prevSnapshot is
+// missing from that answer, which is then not even a superset of the
+// changes. On Azurite (the development account on loopback) Diff adds the
+// previous snapshot's own pages, which cover every cleared range: a
+// superset again, correct but not minimal.
 func (b *Blob) Diff(ctx context.Context, prevSnapshot string, off, n int64) ([]blockdiff.Range, error) {
 	if prevSnapshot == "" {
 		return nil, b.refuse("diff", off, n, ErrNotFound, "no previous snapshot given")
 	}
-	return b.diff(ctx, &pageblob.GetPageRangesDiffOptions{PrevSnapshot: &prevSnapshot}, off, n)
+	rs, err := b.diff(ctx, &pageblob.GetPageRangesDiffOptions{PrevSnapshot: &prevSnapshot}, off, n)
+	if err != nil || b.loc.Kind != Emulator || b.loc.Account != "devstoreaccount1" {
+		return rs, err
+	}
+	prev, err := b.OpenSnapshot(ctx, prevSnapshot)
+	if err != nil {
+		return nil, err
+	}
+	defer prev.Close()
+	old, err := prev.AllocatedRanges(ctx, off, min(n, prev.Size()-off))
+	if err != nil {
+		return nil, err
+	}
+	return blockdiff.Normalize(append(rs, old...)), nil
 }
 
 // DiffFromURL is Diff against a previous snapshot given by URL

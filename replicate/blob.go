@@ -61,44 +61,17 @@ func (t BlobTarget) OpenPoint(ctx context.Context, id string) (PointSource, erro
 // snapshot id (Get Page Ranges Diff: PageRange and ClearRange entries
 // both count). A snapshot that is gone gives ErrNoBase.
 func (t BlobTarget) ChangedSince(ctx context.Context, id string) ([]blockdiff.Range, error) {
-	return blobDiff(ctx, t.Blob, t.Blob, id)
+	return blobDiff(ctx, t.Blob, id)
 }
 
-// blobDiff lists the changes of b since the snapshot prev of parent.
-//
-// Azurite answers Get Page Ranges Diff with a plain listing of b's pages,
-// without ClearRange entries: a range cleared since prev is missing from
-// it, so that answer is not even a superset. On Azurite (the development
-// account on loopback) the previous snapshot's own pages are added, which
-// covers every cleared range: a superset again, correct but not minimal.
-func blobDiff(ctx context.Context, b, parent *pageblob.Blob, prev string) ([]blockdiff.Range, error) {
+// blobDiff lists the changes of b (a blob, or a snapshot view) since its
+// snapshot prev; pageblob.Blob.Diff covers Azurite's wrong diffs itself.
+func blobDiff(ctx context.Context, b *pageblob.Blob, prev string) ([]blockdiff.Range, error) {
 	rs, err := b.Diff(ctx, prev, 0, b.Size())
 	if errors.Is(err, pageblob.ErrNotFound) {
 		return nil, fmt.Errorf("%w: %w", ErrNoBase, err)
 	}
-	if err != nil || !isAzurite(b) {
-		return rs, err
-	}
-	ps, err := parent.OpenSnapshot(ctx, prev)
-	if errors.Is(err, pageblob.ErrNotFound) {
-		return nil, fmt.Errorf("%w: %w", ErrNoBase, err)
-	}
-	if err != nil {
-		return nil, err
-	}
-	defer ps.Close()
-	old, err := ps.AllocatedRanges(ctx, 0, ps.Size())
-	if err != nil {
-		return nil, err
-	}
-	return UnionRanges(rs, old), nil
-}
-
-// isAzurite reports whether b is on Azurite (the emulator's development
-// account), whose diffs are wrong.
-func isAzurite(b *pageblob.Blob) bool {
-	l := b.Location()
-	return l.Kind == pageblob.Emulator && l.Account == "devstoreaccount1"
+	return rs, err
 }
 
 func notExist(err error) error {
@@ -169,7 +142,7 @@ func (v *BlobView) Time() time.Time { return snapshotTime(v.id) }
 // ChangedSince lists the ranges changed between the snapshot prevID and
 // this one (a diff between two snapshots).
 func (v *BlobView) ChangedSince(ctx context.Context, prevID string) ([]blockdiff.Range, error) {
-	return blobDiff(ctx, v.Blob, v.parent, prevID)
+	return blobDiff(ctx, v.Blob, prevID)
 }
 
 // Release closes the snapshot and deletes it.

@@ -70,9 +70,9 @@
 //
 // Azurite answers a page-range diff with a plain listing of the blob's
 // pages and no ClearRange entries, so a range cleared since the base is
-// missing from its answer. On Azurite (devstoreaccount1 on loopback) the
-// base snapshot's own pages are added to the diff, which makes it a
-// superset again: correct, not minimal.
+// missing from its answer. On Azurite (devstoreaccount1 on loopback)
+// pageblob.Blob.Diff adds the base snapshot's own pages to the diff, which
+// makes it a superset again: correct, not minimal.
 //
 // # Clocks
 //
