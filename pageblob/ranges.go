@@ -60,11 +60,9 @@ func (b *Blob) listSegment(ctx context.Context, s, e int64) ([]blockdiff.Range, 
 			return nil, err
 		}
 		for _, pr := range page.PageRange {
-			r, err := pageRange(pr.Start, pr.End)
-			if err != nil {
+			if rs, err = appendClipped(rs, pr.Start, pr.End, s, e); err != nil {
 				return nil, err
 			}
-			rs = append(rs, clip(r, s, e))
 		}
 	}
 	b.cl.limiter.Success()
@@ -166,22 +164,27 @@ func (b *Blob) diffSegment(ctx context.Context, o pageblob.GetPageRangesDiffOpti
 			return nil, err
 		}
 		for _, pr := range page.PageRange {
-			r, err := pageRange(pr.Start, pr.End)
-			if err != nil {
+			if rs, err = appendClipped(rs, pr.Start, pr.End, s, e); err != nil {
 				return nil, err
 			}
-			rs = append(rs, clip(r, s, e))
 		}
 		for _, cr := range page.ClearRange {
-			r, err := pageRange(cr.Start, cr.End)
-			if err != nil {
+			if rs, err = appendClipped(rs, cr.Start, cr.End, s, e); err != nil {
 				return nil, err
 			}
-			rs = append(rs, clip(r, s, e))
 		}
 	}
 	b.cl.limiter.Success()
 	return rs, nil
+}
+
+// appendClipped appends Azure's inclusive [start, end], clipped to [s, e).
+func appendClipped(rs []blockdiff.Range, start, end *int64, s, e int64) ([]blockdiff.Range, error) {
+	r, err := pageRange(start, end)
+	if err != nil {
+		return rs, err
+	}
+	return append(rs, clip(r, s, e)), nil
 }
 
 // pageRange converts Azure's inclusive [Start, End] to a Range.
