@@ -129,33 +129,24 @@ func (d *dec) fail(what string) {
 }
 
 func (d *dec) u8(what string) uint8 {
-	if d.err != nil || len(d.b) < 1 {
-		d.fail(what)
-		return 0
+	if b := d.bytes(1, what); b != nil {
+		return b[0]
 	}
-	v := d.b[0]
-	d.b = d.b[1:]
-	return v
+	return 0
 }
 
 func (d *dec) u32(what string) uint32 {
-	if d.err != nil || len(d.b) < 4 {
-		d.fail(what)
-		return 0
+	if b := d.bytes(4, what); b != nil {
+		return binary.BigEndian.Uint32(b)
 	}
-	v := binary.BigEndian.Uint32(d.b)
-	d.b = d.b[4:]
-	return v
+	return 0
 }
 
 func (d *dec) u64(what string) uint64 {
-	if d.err != nil || len(d.b) < 8 {
-		d.fail(what)
-		return 0
+	if b := d.bytes(8, what); b != nil {
+		return binary.BigEndian.Uint64(b)
 	}
-	v := binary.BigEndian.Uint64(d.b)
-	d.b = d.b[8:]
-	return v
+	return 0
 }
 
 // i64 reads a u64 that must fit an int64 offset or length.
