@@ -54,17 +54,22 @@ func Compare(ctx context.Context, src io.ReaderAt, srcSize int64, dst io.ReaderA
 	if err != nil {
 		return st, err
 	}
+	defer s.close()
 	d, err := newDisk(Target, dst, dstSize, &c)
 	if err != nil {
 		return st, err
 	}
+	defer d.close()
 	lo, hi := c.bounds(max(srcSize, dstSize))
 	co := &coalescer{emit: fn, max: c.MaxExtent}
-	var prefetch func(chunk)
-	if s.mm != nil || d.mm != nil {
-		prefetch = func(ch chunk) {
-			s.prefetch(ch.off, min(ch.end, srcSize))
-			d.prefetch(ch.off, min(ch.end, dstSize))
+	var prefetch func(context.Context, *chunk)
+	if s.mm != nil || d.mm != nil || s.direct != nil || d.direct != nil {
+		// The ranges compareChunk reads: the target only where the
+		// source also is (past it, the target's tail is not read).
+		common := min(srcSize, dstSize)
+		prefetch = func(ctx context.Context, ch *chunk) {
+			ch.direct[0], ch.ahead[0] = s.plan(ctx, ch.off, min(ch.end, srcSize))
+			ch.direct[1], ch.ahead[1] = d.plan(ctx, ch.off, min(ch.end, common))
 		}
 	}
 	err = runOrdered(ctx, &c, newPlanner(&c, lo, hi), prefetch,
@@ -114,8 +119,8 @@ func compareChunk(ctx context.Context, c *config, s, d *disk, ch chunk) (exts []
 		// After the windows are released (deferred calls run last in,
 		// first out, so this runs after them).
 		defer func() {
-			s.dropCache(ch.off, min(ch.end, s.size))
-			d.dropCache(ch.off, min(ch.end, d.size))
+			s.dropCache(ch.off, min(ch.end, s.size), ch.direct[0])
+			d.dropCache(ch.off, min(ch.end, d.size), ch.direct[1])
 		}()
 	}
 	common := min(s.size, d.size)
@@ -139,35 +144,28 @@ func compareChunk(ctx context.Context, c *config, s, d *disk, ch chunk) (exts []
 		return exts, nil
 	}
 	dEnd := min(ch.end, common)
-	sAlloc, sAll, err := s.allocated(ctx, ch.off, sEnd)
+	var sAlloc, dAlloc []Range
+	var sAll, dAll bool
+	var sv, dv view
+	err = both(ch.direct[0] || ch.direct[1],
+		func() (err error) {
+			sAlloc, sAll, sv, err = s.chunkView(ctx, ch.off, sEnd, ch.direct[0], ch.ahead[0])
+			return err
+		},
+		func() (err error) {
+			if ch.off < dEnd {
+				dAlloc, dAll, dv, err = d.chunkView(ctx, ch.off, dEnd, ch.direct[1], ch.ahead[1])
+			}
+			return err
+		})
+	defer sv.release()
+	defer dv.release()
 	if err != nil {
 		return nil, err
 	}
-	var dAlloc []Range
-	dAll := false
-	if ch.off < dEnd {
-		if dAlloc, dAll, err = d.allocated(ctx, ch.off, dEnd); err != nil {
-			return nil, err
-		}
-	}
 	sc := allocCursor{rs: sAlloc, all: sAll}
 	dc := allocCursor{rs: dAlloc, all: dAll}
-	var sv, dv view
-	var sw, dw faultWindow
-	if sAll || len(sAlloc) > 0 {
-		if sv, err = s.window(ctx, ch.off, sEnd, sAlloc, sAll); err != nil {
-			return nil, err
-		}
-		defer sv.release()
-		sw = newFaultWindow(Source, sv)
-	}
-	if ch.off < dEnd && (dAll || len(dAlloc) > 0) {
-		if dv, err = d.window(ctx, ch.off, dEnd, dAlloc, dAll); err != nil {
-			return nil, err
-		}
-		defer dv.release()
-		dw = newFaultWindow(Target, dv)
-	}
+	sw, dw := newFaultWindow(Source, sv), newFaultWindow(Target, dv)
 	bs := int64(c.bs)
 	withFaults(func() {
 		defer catchFault(&err, &sw, &dw)
@@ -201,6 +199,25 @@ func compareChunk(ctx context.Context, c *config, s, d *disk, ch chunk) (exts []
 		}
 	})
 	return exts, err
+}
+
+// both runs the source's and the target's reads of a chunk, at once when
+// either is direct (a direct read waits for the disk, so a worker then has
+// a read in flight on each side), and returns the first error.
+func both(parallel bool, src, dst func() error) error {
+	if !parallel {
+		if err := src(); err != nil {
+			return err
+		}
+		return dst()
+	}
+	done := make(chan error, 1)
+	go func() { done <- dst() }()
+	err := src()
+	if derr := <-done; err == nil {
+		err = derr
+	}
+	return err
 }
 
 // diffBlock reports the differences of one block. sb or db nil means that

@@ -180,10 +180,13 @@ func TestCompareMatchesReference(t *testing.T) {
 			hi = lo + o.Length
 		}
 		want := reference(src, dst, bs, refine, lo, hi)
-		for _, files := range []bool{false, true} {
-			got, st := collect(t, src, dst, o, files)
+		// In memory; files read through mappings; files read with
+		// O_DIRECT (unaligned sizes, offsets and block sizes included).
+		for _, files := range []DirectMode{-1, DirectNever, DirectAlways} {
+			o.Direct = max(files, DirectNever)
+			got, st := collect(t, src, dst, o, files >= 0)
 			if fmt.Sprint(got) != fmt.Sprint(want) {
-				t.Fatalf("iter %d files=%v bs=%d refine=%d sizes %d/%d range [%d,%d) opts %+v\n got %v\nwant %v", it, files, bs, refine, len(src), len(dst), lo, hi, o, got, want)
+				t.Fatalf("iter %d files/direct=%v bs=%d refine=%d sizes %d/%d range [%d,%d) opts %+v\n got %v\nwant %v", it, files, bs, refine, len(src), len(dst), lo, hi, o, got, want)
 			}
 			if st.Compared != hi-lo {
 				t.Fatalf("compared %d, want %d", st.Compared, hi-lo)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"sync/atomic"
 )
 
@@ -27,11 +28,26 @@ type disk struct {
 	r      io.ReaderAt
 	size   int64
 	mapper AllocationMapper
-	mm     *mmapFile // not nil when read through mappings
-	file   *os.File  // the *os.File behind the disk, if any (DropBehind)
+	mm     *mmapFile   // not nil when read through mappings
+	direct *directFile // not nil when cold chunks may be read with O_DIRECT
+	file   *os.File    // the *os.File behind the disk, if any (DropBehind)
 	pool   chan []byte
 	bufLen int
 	read   atomic.Int64 // bytes actually read (or touched through a mapping)
+
+	aheadSlots chan struct{} // direct reads started ahead of the workers
+	aheadWG    sync.WaitGroup
+}
+
+// readAhead is a direct read of a chunk started by the planner: it keeps
+// reads in flight while the workers compare (page faults and direct reads
+// are synchronous, so the workers alone keep only one read per side each).
+type readAhead struct {
+	done  chan struct{}
+	alloc []Range
+	all   bool
+	v     view
+	err   error
 }
 
 func newDisk(side Side, r io.ReaderAt, size int64, c *config) (*disk, error) {
@@ -57,11 +73,83 @@ func newDisk(side Side, r io.ReaderAt, size int64, c *config) (*disk, error) {
 		if !c.NoMmap {
 			d.mm = newMmapFile(f, size)
 		}
+		d.direct = openDirect(f, c)
+		if d.direct != nil {
+			d.aheadSlots = make(chan struct{}, c.directAhead)
+		}
 	}
 	if d.mm == nil {
 		d.pool = make(chan []byte, c.workers+1)
 	}
 	return d, nil
+}
+
+// close releases what newDisk opened (not the caller's reader), once the
+// reads started ahead have ended.
+func (d *disk) close() {
+	d.aheadWG.Wait()
+	d.direct.close()
+}
+
+// plan decides, ahead of the workers, how [off,end) will be read. A chunk
+// mostly absent from the page cache is read directly: the read starts now
+// when a read-ahead slot is free (ReadAhead of them), else the worker
+// does it. Other chunks are mapped, and the page cache's reads of them
+// start now.
+func (d *disk) plan(ctx context.Context, off, end int64) (direct bool, ra *readAhead) {
+	if end <= off {
+		return false, nil
+	}
+	if d.direct.cold(off, end) {
+		select {
+		case d.aheadSlots <- struct{}{}:
+		default:
+			return true, nil
+		}
+		ra = &readAhead{done: make(chan struct{})}
+		d.aheadWG.Add(1)
+		go func() {
+			defer d.aheadWG.Done()
+			defer close(ra.done)
+			free := func() { <-d.aheadSlots }
+			ra.alloc, ra.all, ra.err = d.allocated(ctx, off, end)
+			if ra.err == nil && (ra.all || len(ra.alloc) > 0) {
+				ra.v, ra.err = d.window(ctx, off, end, ra.alloc, ra.all, true)
+			}
+			if ra.err != nil || ra.v.free == nil {
+				free()
+				return
+			}
+			vfree := ra.v.free
+			ra.v.free = func() { vfree(); free() }
+		}()
+		return true, ra
+	}
+	if d.mm != nil {
+		d.mm.prefetch(off, end)
+	}
+	return false, nil
+}
+
+// chunkView returns the allocation of [off,end) and a view of it (the zero
+// view when nothing is allocated), from the read started ahead if any.
+func (d *disk) chunkView(ctx context.Context, off, end int64, direct bool, ra *readAhead) (alloc []Range, all bool, v view, err error) {
+	if ra != nil {
+		select {
+		case <-ra.done:
+			return ra.alloc, ra.all, ra.v, ra.err
+		case <-ctx.Done():
+			// The read ends on its own; close waits for it.
+			return nil, false, view{}, ctx.Err()
+		}
+	}
+	if alloc, all, err = d.allocated(ctx, off, end); err != nil {
+		return nil, false, view{}, err
+	}
+	if all || len(alloc) > 0 {
+		v, err = d.window(ctx, off, end, alloc, all, direct)
+	}
+	return alloc, all, v, err
 }
 
 // allocated returns the allocated ranges of [off,end), or nil with all=true
@@ -86,16 +174,29 @@ func (d *disk) allocated(ctx context.Context, off, end int64) (rs []Range, all b
 
 // view is a readable window of one disk.
 type view struct {
-	b       []byte // bytes of [off, off+len(b))
-	off     int64
-	release func()
+	b    []byte // bytes of [off, off+len(b))
+	off  int64
+	free func() // nil for the zero view
+}
+
+// release gives the view's memory back; the zero view has none.
+func (v view) release() {
+	if v.free != nil {
+		v.free()
+	}
 }
 
 // window returns [off,end) of the disk. alloc (when all is false) lists the
 // allocated ranges; bytes outside them are not read (the buffered path
 // fills zeros; the mapped path leaves them untouched, the caller must not
 // look at them).
-func (d *disk) window(ctx context.Context, off, end int64, alloc []Range, all bool) (view, error) {
+func (d *disk) window(ctx context.Context, off, end int64, alloc []Range, all, direct bool) (view, error) {
+	if direct {
+		v, err := d.direct.read(ctx, d.side, off, end, alloc, all, &d.read)
+		if !errors.Is(err, errDirectRefused) {
+			return v, err
+		}
+	}
 	if d.mm != nil {
 		b, rel, err := d.mm.mapRange(off, end)
 		if err != nil {
@@ -110,7 +211,7 @@ func (d *disk) window(ctx context.Context, off, end int64, alloc []Range, all bo
 			}
 		}
 		d.read.Add(n)
-		return view{b: b, off: off, release: rel}, nil
+		return view{b: b, off: off, free: rel}, nil
 	}
 	var buf []byte
 	select {
@@ -144,7 +245,7 @@ func (d *disk) window(ctx context.Context, off, end int64, alloc []Range, all bo
 			rel()
 			return view{}, err
 		}
-		return view{b: buf, off: off, release: rel}, nil
+		return view{b: buf, off: off, free: rel}, nil
 	}
 	pos := off
 	for _, r := range alloc {
@@ -160,19 +261,14 @@ func (d *disk) window(ctx context.Context, off, end int64, alloc []Range, all bo
 		pos = e
 	}
 	clear(buf[pos-off:])
-	return view{b: buf, off: off, release: rel}, nil
+	return view{b: buf, off: off, free: rel}, nil
 }
 
-// dropCache drops [off,end) from the page cache, when the disk is a file.
-func (d *disk) dropCache(off, end int64) {
-	if d.file != nil && end > off {
+// dropCache drops [off,end) from the page cache, when the disk is a file
+// and the range was read through it.
+func (d *disk) dropCache(off, end int64, direct bool) {
+	if d.file != nil && end > off && !direct {
 		dropPages(d.file, off, end-off)
-	}
-}
-
-func (d *disk) prefetch(off, end int64) {
-	if d.mm != nil {
-		d.mm.prefetch(off, end)
 	}
 }
 

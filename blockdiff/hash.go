@@ -149,9 +149,12 @@ func hashBlocks(ctx context.Context, r io.ReaderAt, size int64, h Hasher, cp *co
 		return err
 	}
 	lo, hi := c.bounds(size)
-	var prefetch func(chunk)
-	if d.mm != nil {
-		prefetch = func(ch chunk) { d.prefetch(ch.off, ch.end) }
+	defer d.close()
+	var prefetch func(context.Context, *chunk)
+	if d.mm != nil || d.direct != nil {
+		prefetch = func(ctx context.Context, ch *chunk) {
+			ch.direct[0], ch.ahead[0] = d.plan(ctx, ch.off, min(ch.end, size))
+		}
 	}
 	states := make(chan *hashState, c.workers)
 	return runOrdered(ctx, &c, newPlanner(&c, lo, hi), prefetch,
@@ -187,22 +190,15 @@ func hashChunk(ctx context.Context, c *config, d *disk, st *hashState, ch chunk)
 		return nil, nil
 	}
 	if c.DropBehind {
-		defer d.dropCache(ch.off, end)
+		defer d.dropCache(ch.off, end, ch.direct[0])
 	}
-	alloc, all, err := d.allocated(ctx, ch.off, end)
+	alloc, all, v, err := d.chunkView(ctx, ch.off, end, ch.direct[0], ch.ahead[0])
+	defer v.release()
 	if err != nil {
 		return nil, err
 	}
 	ac := allocCursor{rs: alloc, all: all}
-	var v view
-	var w faultWindow
-	if all || len(alloc) > 0 {
-		if v, err = d.window(ctx, ch.off, end, alloc, all); err != nil {
-			return nil, err
-		}
-		defer v.release()
-		w = newFaultWindow(d.side, v)
-	}
+	w := newFaultWindow(d.side, v)
 	bs := int64(c.bs)
 	hs = make([]BlockHash, 0, (end-ch.off+bs-1)/bs+1)
 	withFaults(func() {

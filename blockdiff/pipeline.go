@@ -11,6 +11,11 @@ import (
 type chunk struct {
 	seq      int64
 	off, end int64
+	// direct tells that the source's ([0]) or the target's ([1]) part of
+	// the chunk is read with O_DIRECT, and ahead holds that read when the
+	// planner's prefetch started it; both set by prefetch.
+	direct [2]bool
+	ahead  [2]*readAhead
 }
 
 // planner yields the chunks of [lo, hi), restricted to hints when given.
@@ -76,9 +81,10 @@ func (p *planner) next() (chunk, bool) {
 // results to done in chunk order, on the calling goroutine. At most
 // c.inflight chunks are between the planner and done at any time, which
 // bounds memory. prefetch, when not nil, is called by the planner goroutine
+// (and may record in the chunk how it is to be read)
 // for each chunk before it is queued, ahead of the workers.
 func runOrdered[R any](ctx context.Context, c *config, p *planner,
-	prefetch func(chunk),
+	prefetch func(context.Context, *chunk),
 	work func(ctx context.Context, ch chunk) (R, error),
 	done func(ch chunk, r R) error) error {
 
@@ -91,7 +97,9 @@ func runOrdered[R any](ctx context.Context, c *config, p *planner,
 		r  R
 	}
 	tokens := make(chan struct{}, c.inflight)
-	jobs := make(chan chunk)
+	// Buffered so that the planner (and its prefetch) runs up to
+	// c.inflight chunks ahead, not one chunk ahead of the workers.
+	jobs := make(chan chunk, c.inflight)
 	results := make(chan result, c.inflight)
 
 	g.Go(func() error {
@@ -107,7 +115,7 @@ func runOrdered[R any](ctx context.Context, c *config, p *planner,
 				return gctx.Err()
 			}
 			if prefetch != nil {
-				prefetch(ch)
+				prefetch(gctx, &ch)
 			}
 			select {
 			case jobs <- ch:
