@@ -257,7 +257,7 @@ func makePair(c *config, size int64, frac float64, writeLen int64, clustered boo
 }
 
 func caseSync(ctx context.Context, c *config, rep *Report) error {
-	for _, pattern := range []string{"scattered", "clustered"} {
+	for _, pattern := range c.patterns {
 		for _, frac := range c.changes {
 			src, orig, changed, err := makePair(c, c.size, frac, 0, pattern == "clustered")
 			if err != nil {

@@ -90,6 +90,8 @@ func childCompare(ctx context.Context, args []string) (map[string]any, error) {
 	var o blockdiff.Options
 	fmt.Sscan(os.Getenv("BENCH_CONCURRENCY"), &o.Concurrency)
 	fmt.Sscan(os.Getenv("BENCH_CHUNK"), &o.ChunkSize)
+	fmt.Sscan(os.Getenv("BENCH_READAHEAD"), &o.ReadAhead)
+	fmt.Sscan(os.Getenv("BENCH_DIRECT"), &o.Direct)
 	o.BlockSize = bs
 	src, ssize, err := openSized(args[0])
 	if err != nil {

@@ -48,6 +48,7 @@ type config struct {
 	sizes     []int64
 	block     int64
 	changes   []float64
+	patterns  []string
 	runs      int
 	caches    []string
 	cases     []string
@@ -63,7 +64,7 @@ func (m *multi) Set(s string) error { *m = append(*m, s); return nil }
 
 func run() error {
 	var c config
-	var size, sizes, block, changes, caches, cases string
+	var size, sizes, block, changes, caches, cases, patterns string
 	var peerFlags multi
 	flag.BoolVar(&c.quick, "quick", false, "256 MiB images, 3 runs, the main cases: well under two minutes")
 	flag.StringVar(&c.dir, "dir", os.TempDir(), "folder in which a scratch folder for the images is made (on the disk to measure)")
@@ -72,6 +73,7 @@ func run() error {
 	flag.StringVar(&sizes, "sizes", "1G,4G,16G", "image sizes of the scale case")
 	flag.StringVar(&block, "block", "64K", "block size")
 	flag.StringVar(&changes, "changes", "0.001,0.01,0.1", "fractions of blocks changed in the sync case")
+	flag.StringVar(&patterns, "patterns", "scattered,clustered", "where the sync case's changed blocks are: scattered (at random), clustered (in runs)")
 	flag.IntVar(&c.runs, "runs", 3, "runs of each measurement (median, min and max are reported)")
 	flag.StringVar(&caches, "cache", "warm,cold", "page-cache states to measure: warm, cold")
 	flag.StringVar(&cases, "cases", "compare,sync,subblock,seed", "cases, comma separated: compare, sync, subblock, seed, scale, agent, azurite")
@@ -108,6 +110,12 @@ func run() error {
 			return fmt.Errorf("bad change fraction %q", s)
 		}
 		c.changes = append(c.changes, f)
+	}
+	for _, p := range strings.Split(patterns, ",") {
+		if p != "scattered" && p != "clustered" {
+			return fmt.Errorf("bad pattern %q: want scattered or clustered", p)
+		}
+		c.patterns = append(c.patterns, p)
 	}
 	c.caches = strings.Split(caches, ",")
 	c.cases = strings.Split(cases, ",")

@@ -259,6 +259,7 @@ func (r *run) compare(ctx context.Context, ops chan<- *op, kick chan<- struct{})
 		DropBehind:  r.c.DropBehind,
 		Concurrency: r.c.compareConc,
 		NoMmap:      r.c.NoMmap,
+		Direct:      r.c.DirectReads,
 		Progress:    r.rep.advance,
 		Offset:      r.start,
 		Length:      r.hi - r.start,

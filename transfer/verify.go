@@ -24,6 +24,7 @@ func (r *run) verify(ctx context.Context) error {
 		BlockSize:   r.c.bs,
 		Concurrency: r.c.compareConc,
 		NoMmap:      r.c.NoMmap,
+		Direct:      r.c.DirectReads,
 		Offset:      r.lo,
 		Length:      r.hi - r.lo,
 		Progress:    r.rep.advance,

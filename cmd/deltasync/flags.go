@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/deltasync/deltasync/blockdiff"
 	"github.com/deltasync/deltasync/localdisk"
 	"github.com/deltasync/deltasync/transfer"
 )
@@ -56,7 +57,7 @@ type runFlags struct {
 	journalDir                                         string
 	noJournal, discardJournal, verify, json, allowLive bool
 	truncate, direct, noMmap, keepCache                bool
-	zeroMode, fsync                                    string
+	zeroMode, fsync, directReads                       string
 	blob                                               blobFlags // page blob targets (blob.go)
 
 	// agent:// disks (agent.go)
@@ -87,6 +88,7 @@ func newFlagSet(name string, rf *runFlags) *flag.FlagSet {
 	fs.BoolVar(&rf.truncate, "truncate", false, "shrink a target longer than the source (default: its tail is kept)")
 	fs.BoolVar(&rf.direct, "direct", false, "open the target with O_DIRECT")
 	fs.BoolVar(&rf.noMmap, "no-mmap", false, "read with pread instead of memory mappings")
+	fs.StringVar(&rf.directReads, "direct-reads", "never", "how local disks are read: never (through the page cache), auto (O_DIRECT where not cached: less CPU, no cache eviction, slower on some disks), always (O_DIRECT)")
 	fs.BoolVar(&rf.keepCache, "keep-cache", false, "keep a block device's pages in the page cache (default: dropped behind the comparison)")
 	fs.StringVar(&rf.fsync, "fsync", "end", "when the target is flushed: end (durable when the command returns), checkpoint (also before every journal save), none (never, like cp and rsync)")
 	fs.StringVar(&rf.zeroMode, "zero-mode", "punch", "how a file target clears zero ranges: punch (sparse), zero-range (keeps blocks), write")
@@ -107,8 +109,25 @@ func (rf *runFlags) durability() (transfer.Durability, error) {
 	return 0, fmt.Errorf("-fsync %q: want end, checkpoint or none", rf.fsync)
 }
 
+// directMode parses -direct-reads.
+func directMode(s string) (blockdiff.DirectMode, error) {
+	switch s {
+	case "never", "":
+		return blockdiff.DirectNever, nil
+	case "auto":
+		return blockdiff.DirectAuto, nil
+	case "always":
+		return blockdiff.DirectAlways, nil
+	}
+	return 0, fmt.Errorf("-direct-reads %q: want never, auto or always", s)
+}
+
 func (rf *runFlags) options() (transfer.Options, error) {
 	dur, err := rf.durability()
+	if err != nil {
+		return transfer.Options{}, err
+	}
+	dm, err := directMode(rf.directReads)
 	if err != nil {
 		return transfer.Options{}, err
 	}
@@ -128,6 +147,7 @@ func (rf *runFlags) options() (transfer.Options, error) {
 		JournalBytes:       int64(rf.journalBytes),
 		DiscardBadJournal:  rf.discardJournal,
 		NoMmap:             rf.noMmap,
+		DirectReads:        dm,
 		Durability:         dur,
 	}
 	if rf.journalDir != "" {
