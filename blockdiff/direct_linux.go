@@ -80,10 +80,7 @@ func (x *directFile) cold(off, end int64) bool {
 	}
 	pages := uint64((end - off + pageSize - 1) / pageSize)
 	if !x.noStat.Load() {
-		var cs unix.Cachestat_t
-		r := unix.CachestatRange{Off: uint64(off), Len: uint64(end - off)}
-		err := unix.Cachestat(uint(x.orig.Fd()), &r, &cs, 0)
-		runtime.KeepAlive(x.orig)
+		cs, err := cachestat(x.orig, off, end)
 		if err == nil {
 			return cs.Dirty == 0 && cs.Writeback == 0 && cs.Cache*2 < pages
 		}
@@ -93,6 +90,32 @@ func (x *directFile) cold(off, end int64) bool {
 		x.noStat.Store(true)
 	}
 	return x.coldMincore(off, end, pages)
+}
+
+// cachestat reports how many pages of [off,end) of f are in the page
+// cache, dirty, under writeback (cachestat(2), Linux 6.5).
+func cachestat(f *os.File, off, end int64) (unix.Cachestat_t, error) {
+	var cs unix.Cachestat_t
+	r := unix.CachestatRange{Off: uint64(off), Len: uint64(end - off)}
+	err := unix.Cachestat(uint(f.Fd()), &r, &cs, 0)
+	runtime.KeepAlive(f)
+	return cs, err
+}
+
+// noCachestat is set once cachestat(2) is found missing.
+var noCachestat atomic.Bool
+
+// cached reports whether every page of [off,end) of f is in the page
+// cache; false when it cannot tell.
+func cached(f *os.File, off, end int64) bool {
+	if noCachestat.Load() {
+		return false
+	}
+	cs, err := cachestat(f, off, end)
+	if err == unix.ENOSYS {
+		noCachestat.Store(true)
+	}
+	return err == nil && cs.Cache >= uint64((end-off+pageSize-1)/pageSize)
 }
 
 // coldMincore is cold for kernels without cachestat: a temporary mapping

@@ -18,6 +18,8 @@ func (x *directFile) close() {}
 
 func (x *directFile) cold(off, end int64) bool { return false }
 
+func cached(*os.File, int64, int64) bool { return false }
+
 var errDirectRefused = errors.New("direct read refused")
 
 func (x *directFile) read(context.Context, Side, int64, int64, []Range, bool, *atomic.Int64) (view, error) {
