@@ -258,7 +258,9 @@ func (r *Report) markdown() string {
 
 // renderReports merges earlier reports (their results in order, each
 // run's command kept in Commands) and writes them out again, so that a
-// report can be re-rendered, or completed by separate runs.
+// report can be re-rendered, or completed or updated by separate runs: a
+// later result for the same case (same spec) replaces the earlier one in
+// place.
 func renderReports(paths []string, dir string) error {
 	var out Report
 	for i, p := range paths {
@@ -276,7 +278,18 @@ func renderReports(paths []string, dir string) error {
 			continue
 		}
 		out.Commands = append(out.Commands, r.Command)
-		out.Results = append(out.Results, r.Results...)
+		for _, res := range r.Results {
+			replaced := false
+			for j := range out.Results {
+				if out.Results[j].Spec == res.Spec {
+					out.Results[j], replaced = res, true
+					break
+				}
+			}
+			if !replaced {
+				out.Results = append(out.Results, res)
+			}
+		}
 		out.Notes = append(out.Notes, r.Notes...)
 		if r.Finished.After(out.Finished) {
 			out.Finished = r.Finished
