@@ -136,7 +136,7 @@ func run() error {
 		}
 	}
 	ctx := context.Background()
-	rep := &Report{Started: time.Now().UTC(), Machine: machine(), Command: strings.Join(os.Args, " "), Peers: peerStatus(c.peers)}
+	rep := &Report{Started: time.Now().UTC(), Machine: machine(), Command: strings.Join(append([]string{"go run ./bench"}, os.Args[1:]...), " "), Peers: peerStatus(c.peers)}
 	for _, cs := range c.cases {
 		fn, ok := cases_[cs]
 		if !ok {

@@ -256,6 +256,14 @@ func (r *Report) markdown() string {
 	return b.String()
 }
 
+// commands are the runs behind a report: its own, or those it merged.
+func (r *Report) commands() []string {
+	if len(r.Commands) > 0 {
+		return r.Commands
+	}
+	return []string{r.Command}
+}
+
 // renderReports merges earlier reports (their results in order, each
 // run's command kept in Commands) and writes them out again, so that a
 // report can be re-rendered, or completed or updated by separate runs: a
@@ -274,10 +282,10 @@ func renderReports(paths []string, dir string) error {
 		}
 		if i == 0 {
 			out = r
-			out.Commands = append([]string{r.Command}, r.Commands...)
+			out.Commands = r.commands()
 			continue
 		}
-		out.Commands = append(out.Commands, r.Command)
+		out.Commands = append(out.Commands, r.commands()...)
 		for _, res := range r.Results {
 			replaced := false
 			for j := range out.Results {
