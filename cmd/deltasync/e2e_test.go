@@ -756,6 +756,7 @@ func TestBadInput(t *testing.T) {
 	t.Run("bad flags", func(t *testing.T) {
 		want(t, runCmd(t, "sync", "-journal-dir", jdir, "-block-size", "1000", srcPath, dstPath), 2, "block size")
 		want(t, runCmd(t, "sync", "-journal-dir", jdir, "-fsync", "sometimes", srcPath, dstPath), 2, "-fsync")
+		want(t, runCmd(t, "sync", "-journal-dir", jdir, "-direct-reads", "maybe", srcPath, dstPath), 2, "-direct-reads")
 		want(t, runCmd(t, "sync", "-journal-dir", jdir, srcPath), 2, "SRC and DST")
 		want(t, runCmd(t, "frobnicate"), 2, "unknown command")
 		sameBytes(t, "target", dstPath, dst)
@@ -1174,5 +1175,26 @@ func TestMountedDevice(t *testing.T) {
 	sameBytes(t, "copy of the mounted device", copyPath, before)
 	if js := journals(t, jdir); len(js) != 0 {
 		t.Errorf("journals left: %v", js)
+	}
+}
+
+// TestSyncDirectReads: every -direct-reads mode makes the target
+// identical, writing only the changed blocks.
+func TestSyncDirectReads(t *testing.T) {
+	rng := newRand(t)
+	dir := t.TempDir()
+	const size = 8*miB + 512
+	src := randomBytes(rng, size)
+	srcPath, dstPath := filepath.Join(dir, "src.img"), filepath.Join(dir, "dst.img")
+	writeFile(t, srcPath, src)
+	for _, mode := range []string{"never", "auto", "always"} {
+		dst := append([]byte(nil), src...)
+		offs := change(rng, dst, 5, 1)
+		writeFile(t, dstPath, dst)
+		r := figures(t, runCmd(t, "sync", "--json", "-no-journal", "-verify", "-direct-reads", mode, srcPath, dstPath))
+		sameBytes(t, mode, dstPath, src)
+		if r.BytesWritten+r.BytesZeroed != int64(len(offs)*bs) {
+			t.Errorf("%s: wrote %d and zeroed %d bytes for %d changed blocks of %d", mode, r.BytesWritten, r.BytesZeroed, len(offs), bs)
+		}
 	}
 }
