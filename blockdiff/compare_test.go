@@ -519,3 +519,29 @@ func TestDropBehind(t *testing.T) {
 		}
 	}
 }
+
+// noMapReader has an AllocationMapper that finds it has no allocation map
+// (as SEEK_DATA does on some file systems).
+type noMapReader struct{ *bytes.Reader }
+
+func (noMapReader) AllocatedRanges(context.Context, int64, int64) ([]Range, error) {
+	return nil, errNoAllocationMap
+}
+
+// TestCompareNoAllocationMap: a mapper without a map means everything may
+// hold data; workers finding that out at once do not race (-race).
+func TestCompareNoAllocationMap(t *testing.T) {
+	r := rand.New(rand.NewPCG(21, 22))
+	src := randomImage(r, 8<<20)
+	dst := append([]byte(nil), src...)
+	mutate(r, dst)
+	var got []Extent
+	_, err := Compare(context.Background(), noMapReader{bytes.NewReader(src)}, int64(len(src)), noMapReader{bytes.NewReader(dst)}, int64(len(dst)),
+		&Options{Concurrency: 6, ChunkSize: 256 << 10}, func(e Extent) error { got = append(got, e); return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := reference(src, dst, DefaultBlockSize, 0, 0, int64(len(src))); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("got %v\nwant %v", got, want)
+	}
+}

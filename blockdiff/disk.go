@@ -34,6 +34,7 @@ type disk struct {
 	pool   chan []byte
 	bufLen int
 	read   atomic.Int64 // bytes actually read (or touched through a mapping)
+	noMap  atomic.Bool  // the mapper said it has no allocation map
 
 	aheadSlots chan struct{} // direct reads started ahead of the workers
 	aheadWG    sync.WaitGroup
@@ -157,12 +158,13 @@ func (d *disk) chunkView(ctx context.Context, off, end int64, direct bool, ra *r
 // allocated returns the allocated ranges of [off,end), or nil with all=true
 // when the disk cannot tell (everything may hold data).
 func (d *disk) allocated(ctx context.Context, off, end int64) (rs []Range, all bool, err error) {
-	if d.mapper == nil {
+	if d.mapper == nil || d.noMap.Load() {
 		return nil, true, nil
 	}
 	rs, err = d.mapper.AllocatedRanges(ctx, off, end-off)
 	if errors.Is(err, errNoAllocationMap) {
-		d.mapper = nil
+		// Workers and reads ahead ask at once: a flag, not d.mapper = nil.
+		d.noMap.Store(true)
 		return nil, true, nil
 	}
 	if err != nil {
