@@ -30,7 +30,6 @@ type directFile struct {
 	orig    *os.File // the caller's file, for residency checks
 	mode    DirectMode
 	refused atomic.Bool // a direct read failed with EINVAL: page cache from now on
-	noStat  atomic.Bool // no cachestat(2) (kernel < 6.5): mincore(2) instead
 	pool    chan []byte
 	bufLen  int
 }
@@ -79,42 +78,39 @@ func (x *directFile) cold(off, end int64) bool {
 		return true
 	}
 	pages := uint64((end - off + pageSize - 1) / pageSize)
-	if !x.noStat.Load() {
-		cs, err := cachestat(x.orig, off, end)
-		if err == nil {
-			return cs.Dirty == 0 && cs.Writeback == 0 && cs.Cache*2 < pages
-		}
-		if err != unix.ENOSYS {
-			return false
-		}
-		x.noStat.Store(true)
+	cs, err := cachestat(x.orig, off, end)
+	switch {
+	case err == nil:
+		return cs.Dirty == 0 && cs.Writeback == 0 && cs.Cache*2 < pages
+	case err == unix.ENOSYS:
+		return x.coldMincore(off, end, pages)
 	}
-	return x.coldMincore(off, end, pages)
+	return false
 }
 
+// noCachestat is set once cachestat(2) is found missing (kernel < 6.5).
+var noCachestat atomic.Bool
+
 // cachestat reports how many pages of [off,end) of f are in the page
-// cache, dirty, under writeback (cachestat(2), Linux 6.5).
+// cache, dirty, under writeback (cachestat(2)); ENOSYS without it.
 func cachestat(f *os.File, off, end int64) (unix.Cachestat_t, error) {
 	var cs unix.Cachestat_t
+	if noCachestat.Load() {
+		return cs, unix.ENOSYS
+	}
 	r := unix.CachestatRange{Off: uint64(off), Len: uint64(end - off)}
 	err := unix.Cachestat(uint(f.Fd()), &r, &cs, 0)
 	runtime.KeepAlive(f)
+	if err == unix.ENOSYS {
+		noCachestat.Store(true)
+	}
 	return cs, err
 }
-
-// noCachestat is set once cachestat(2) is found missing.
-var noCachestat atomic.Bool
 
 // cached reports whether every page of [off,end) of f is in the page
 // cache; false when it cannot tell.
 func cached(f *os.File, off, end int64) bool {
-	if noCachestat.Load() {
-		return false
-	}
 	cs, err := cachestat(f, off, end)
-	if err == unix.ENOSYS {
-		noCachestat.Store(true)
-	}
 	return err == nil && cs.Cache >= uint64((end-off+pageSize-1)/pageSize)
 }
 

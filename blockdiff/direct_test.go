@@ -185,3 +185,30 @@ func TestDirectBadMode(t *testing.T) {
 		t.Fatalf("err = %v, want ErrBadOptions", err)
 	}
 }
+
+// TestColdMincore: the fallback for kernels without cachestat tells a
+// cold range from a cached one, and so does cachestat.
+func TestColdMincore(t *testing.T) {
+	dir := directDir(t)
+	f := writeFile(t, filepath.Join(dir, "f"), bytes.Repeat([]byte{3}, 4<<20))
+	x := openDirect(f, &config{Options: Options{Direct: DirectAuto}, chunk: 4 << 20, workers: 1})
+	if x == nil {
+		t.Fatal("no direct reader")
+	}
+	defer x.close()
+	const n = 4 << 20
+	pages := uint64(n / pageSize)
+	evict(t, f)
+	if !x.coldMincore(0, n, pages) || cached(f, 0, n) {
+		t.Fatalf("evicted file: mincore says cached, or cachestat says all cached")
+	}
+	if _, err := f.ReadAt(make([]byte, n), 0); err != nil {
+		t.Fatal(err)
+	}
+	if x.coldMincore(0, n, pages) || x.cold(0, n) {
+		t.Fatalf("file just read: reported cold")
+	}
+	if _, err := cachestat(f, 0, n); err == nil && !cached(f, 0, n) {
+		t.Fatalf("file just read: cachestat does not see it cached")
+	}
+}
