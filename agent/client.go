@@ -178,7 +178,8 @@ func (c *Client) open(ctx context.Context, name string, mode uint8) (*Disk, erro
 // handshake does TLS, sends the hello and reads the welcome.
 func (c *Client) handshake(ctx context.Context, raw net.Conn, cfg *tls.Config, name string, mode uint8) (*Disk, error) {
 	_ = raw.SetDeadline(time.Now().Add(DefaultHandshakeTimeout))
-	tc := tls.Client(raw, cfg)
+	bc := newBatchConn(raw)
+	tc := tls.Client(bc, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return nil, fmt.Errorf("agent: TLS handshake with %s: %w", c.Addr, err)
 	}
@@ -225,7 +226,8 @@ func (c *Client) handshake(ctx context.Context, raw net.Conn, cfg *tls.Config, n
 		mw = MaxWrite
 	}
 	_ = raw.SetDeadline(time.Time{})
-	dk := &Disk{name: name, write: mode == modeWrite, conn: tc, br: br, align: align, maxWrite: mw, instance: inst}
+	bc.batch()
+	dk := &Disk{name: name, write: mode == modeWrite, conn: tc, bc: bc, br: br, align: align, maxWrite: mw, instance: inst}
 	dk.size.Store(size)
 	return dk, nil
 }

@@ -18,10 +18,12 @@ const (
 
 	// minCompress: smaller data is sent raw.
 	minCompress = 1 << 10
-	// sampleSize and samples: the estimate compresses this many bytes
-	// from each of this many places.
-	sampleSize = 4 << 10
-	samples    = 4
+	// sampleSize, sampleEvery and samples: the estimate compresses
+	// sampleSize bytes from one place per sampleEvery bytes of data (a
+	// 16th of it), from at least one and at most samples places.
+	sampleSize  = 4 << 10
+	sampleEvery = 64 << 10
+	samples     = 4
 	// sampleRatio: samples must shrink below this fraction of their size
 	// for the whole to be compressed.
 	sampleRatio = 0.90
@@ -62,9 +64,10 @@ func (c *codec) worthCompressing(p []byte) bool {
 	if len(p) < minCompress {
 		return false
 	}
-	if len(p) <= samples*sampleSize {
+	if len(p) <= 2*sampleSize {
 		return true // small: just try
 	}
+	k := min(max(len(p)/sampleEvery, 1), samples)
 	sp, _ := c.scratch.Get().(*[]byte)
 	if sp == nil {
 		sp = new([]byte)
@@ -73,9 +76,12 @@ func (c *codec) worthCompressing(p []byte) bool {
 	scratch := *sp
 	defer func() { *sp = scratch[:0] }()
 	in, out := 0, 0
-	step := (len(p) - sampleSize) / (samples - 1)
-	for i := range samples {
-		s := p[i*step : i*step+sampleSize]
+	first, step := (len(p)-sampleSize)/2, 0 // one sample: the middle
+	if k > 1 {
+		first, step = 0, (len(p)-sampleSize)/(k-1)
+	}
+	for i := range k {
+		s := p[first+i*step : first+i*step+sampleSize]
 		scratch = c.enc.EncodeAll(s, scratch[:0])
 		in += len(s)
 		out += len(scratch)

@@ -34,6 +34,7 @@ type Disk struct {
 	closeTimeout time.Duration
 
 	conn  net.Conn
+	bc    *batchConn // under conn's TLS
 	br    *bufio.Reader
 	codec *codec
 
@@ -57,10 +58,10 @@ type Disk struct {
 	pending map[uint32]chan []byte
 	streams map[uint32]*hashStream
 
-	dead      chan struct{} // closed when fatal is set
-	wdone     chan struct{}
-	rdone     chan struct{}
-	framePool sync.Pool
+	dead       chan struct{} // closed when fatal is set
+	wdone      chan struct{}
+	rdone      chan struct{}
+	framePools [frameClasses]sync.Pool
 }
 
 // start runs the reader and the writer.
@@ -108,21 +109,57 @@ func (d *Disk) errLocked() error {
 	return nil
 }
 
-// getFrame returns a buffer for a write frame of up to n payload bytes.
-func (d *Disk) getFrame(n int) []byte {
-	if n <= MaxWrite+64 {
-		if b, ok := d.framePool.Get().(*[]byte); ok {
-			return (*b)[:0]
-		}
-		return make([]byte, 0, headerSize+MaxWrite+64)
+// Write frames are pooled by size class, so that a 64 KiB write does not
+// take (and zero) a buffer for the largest write: class k holds buffers
+// for payloads of up to minFrameClass<<k data bytes plus the frame's own
+// header and fields (frameOverhead).
+const (
+	minFrameClass = 64 << 10
+	frameClasses  = 7 // 64 KiB .. 4 MiB = MaxWrite
+	frameOverhead = headerSize + 1 + 2*binary.MaxVarintLen64
+)
+
+// frameClass is the smallest class whose buffers hold n data bytes, or
+// frameClasses when none does.
+func frameClass(n int) int {
+	k := 0
+	for k < frameClasses && minFrameClass<<k < n {
+		k++
 	}
-	return make([]byte, 0, headerSize+n)
+	return k
 }
 
-func (d *Disk) putFrame(b []byte) {
-	if cap(b) == headerSize+MaxWrite+64 {
-		d.framePool.Put(&b)
+// getFrame returns an empty buffer for a write frame of n data bytes.
+func (d *Disk) getFrame(n int) []byte {
+	k := frameClass(n)
+	if k == frameClasses {
+		return make([]byte, 0, frameOverhead+n)
 	}
+	if b, ok := d.framePools[k].Get().(*[]byte); ok {
+		return (*b)[:0]
+	}
+	return make([]byte, 0, frameOverhead+minFrameClass<<k)
+}
+
+// putFrame returns a buffer to the largest class it holds (compression may
+// have grown it); smaller and larger ones are left to the collector.
+func (d *Disk) putFrame(b []byte) {
+	if k := frameSlot(cap(b)); k >= 0 {
+		d.framePools[k].Put(&b)
+	}
+}
+
+// frameSlot is the class a buffer of capacity c goes back to, or -1.
+func frameSlot(c int) int {
+	n := c - frameOverhead
+	if n < minFrameClass || n > 2*(minFrameClass<<(frameClasses-1)) {
+		return -1
+	}
+	k := frameClass(n)
+	if k == frameClasses || minFrameClass<<k > n {
+		k--
+	}
+	return k
 }
 
 // enqueue queues an ordered frame; cost > 0 makes it a write or a
@@ -163,7 +200,7 @@ func (d *Disk) sendControl(f []byte) {
 // whenever the queues run dry.
 func (d *Disk) writer() {
 	defer close(d.wdone)
-	bw := bufio.NewWriterSize(d.conn, 256<<10)
+	bw := newSender(d.conn, d.bc)
 	for {
 		d.mu.Lock()
 		for len(d.control) == 0 && len(d.ordered) == 0 && d.fatal == nil && !d.stopW {

@@ -359,13 +359,14 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn) {
 		tuneSocket(raw, s.o.SocketBuffer)
 	}
 	_ = raw.SetDeadline(time.Now().Add(s.o.HandshakeTimeout))
-	tc := tls.Server(raw, s.tls)
+	bc := newBatchConn(raw)
+	tc := tls.Server(bc, s.tls)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		s.o.Logf("agent: %s: refused: TLS handshake: %v", peer, err)
 		return
 	}
 	br := bufio.NewReaderSize(tc, 256<<10)
-	bw := bufio.NewWriterSize(tc, 256<<10)
+	bw := newSender(tc, bc)
 	refuse := func(code uint8, why string) {
 		s.o.Logf("agent: %s: refused: %s", peer, why)
 		_, _ = bw.Write(frame(mFatal, 0, appendErr(nil, code, why)))
@@ -416,6 +417,7 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn) {
 	if err := bw.Flush(); err != nil {
 		return
 	}
+	bc.batch()
 	mode := "source"
 	if h.mode == modeWrite {
 		mode = "target"

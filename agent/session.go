@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -91,7 +90,13 @@ func newSession(s *Server, d serverDisk, write bool) *session {
 // or the client breaks the protocol. Every write received is applied
 // before run returns. setWD sets the connection's write deadline; abort
 // closes the connection.
-func (ss *session) run(ctx context.Context, r io.Reader, w *bufio.Writer, setWD func(time.Time), abort func()) error {
+// frameWriter is where a session's writer puts frames (a sender).
+type frameWriter interface {
+	Write(p []byte) (int, error)
+	Flush() error
+}
+
+func (ss *session) run(ctx context.Context, r io.Reader, w frameWriter, setWD func(time.Time), abort func()) error {
 	ss.abortFn = abort
 	ss.sctx, ss.scancel = context.WithCancel(ctx)
 	defer ss.scancel()
@@ -158,7 +163,7 @@ func (ss *session) send(f []byte) {
 }
 
 // writer sends queued frames and acknowledgements until out is closed.
-func (ss *session) writer(w *bufio.Writer, setWD func(time.Time)) (err error) {
+func (ss *session) writer(w frameWriter, setWD func(time.Time)) (err error) {
 	defer func() {
 		close(ss.wdead)
 		if err != nil {

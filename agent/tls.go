@@ -105,7 +105,9 @@ func (c *Client) clientTLS(host string) (*tls.Config, error) {
 		MinVersion: tls.VersionTLS13,
 		NextProtos: []string{alpn},
 		ServerName: host,
-		RootCAs:    c.RootCAs,
+		// Bulk data: full-size records from the first byte.
+		DynamicRecordSizingDisabled: true,
+		RootCAs:                     c.RootCAs,
 	}
 	if c.Certificate != nil {
 		cfg.Certificates = []tls.Certificate{*c.Certificate}
@@ -139,6 +141,8 @@ func (s *Server) serverTLS() *tls.Config {
 		MinVersion:   tls.VersionTLS13,
 		NextProtos:   []string{alpn},
 		Certificates: []tls.Certificate{s.o.Certificate},
+		// Bulk data: full-size records from the first byte.
+		DynamicRecordSizingDisabled: true,
 	}
 	if s.o.ClientCAs != nil {
 		cfg.ClientCAs = s.o.ClientCAs
