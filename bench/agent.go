@@ -20,7 +20,9 @@ import (
 // loopback (deltasync sync SRC agent://...), with a counting TCP proxy
 // between client and agent: the bytes on the wire are counted outside the
 // tool, in both directions. The agent hashes DST itself, so only hashes
-// and changed blocks cross the proxy. Not in the default case list.
+// and changed blocks cross the proxy. The agent's CPU time is added to
+// the client's: both run on this machine's cores. Not in the default case
+// list.
 
 // countingProxy forwards TCP connections to target and counts the bytes
 // each way.
@@ -73,8 +75,9 @@ func newCountingProxy(target string) (*countingProxy, error) {
 func (p *countingProxy) close() { p.ln.Close(); p.wg.Wait() }
 
 // startAgent runs `deltasync agent` serving dst as disk "t" and returns
-// its address and a stop function.
-func startAgent(c *config, dir, dst string) (string, func(), error) {
+// its address and a stop function, which returns the CPU seconds the agent
+// used.
+func startAgent(c *config, dir, dst string) (string, func() float64, error) {
 	cmd := exec.Command(c.deltasync, "agent", "-listen", "127.0.0.1:0", "-disk", "t="+dst,
 		"-cert", filepath.Join(dir, "cert.pem"), "-key", filepath.Join(dir, "key.pem"),
 		"-token-file", filepath.Join(dir, "tokens"), "-quiet")
@@ -85,7 +88,7 @@ func startAgent(c *config, dir, dst string) (string, func(), error) {
 	if err := cmd.Start(); err != nil {
 		return "", nil, err
 	}
-	stop := func() {
+	stop := func() float64 {
 		cmd.Process.Signal(os.Interrupt)
 		done := make(chan struct{})
 		go func() { cmd.Wait(); close(done) }()
@@ -95,6 +98,10 @@ func startAgent(c *config, dir, dst string) (string, func(), error) {
 			cmd.Process.Kill()
 			<-done
 		}
+		if ps := cmd.ProcessState; ps != nil {
+			return (ps.UserTime() + ps.SystemTime()).Seconds()
+		}
+		return 0
 	}
 	addr := make(chan string, 1)
 	go func() {
@@ -160,7 +167,7 @@ func caseAgent(ctx context.Context, c *config, rep *Report) error {
 					m, err = runChild(ctx, true, c.deltasync, "sync", "--json", "-journal-dir", filepath.Join(dir, "j"), src, dst)
 				case "deltasync-agent":
 					var addr string
-					var stop func()
+					var stop func() float64
 					addr, stop, err = startAgent(c, dir, dst)
 					if err != nil {
 						return err
@@ -174,11 +181,16 @@ func caseAgent(ctx context.Context, c *config, rep *Report) error {
 					m, err = runChild(ctx, true, c.deltasync, "sync", "--json", "-journal-dir", filepath.Join(dir, "j"),
 						"-agent-pin", pin, src, "agent://"+p.ln.Addr().String()+"/t")
 					os.Unsetenv("DELTASYNC_AGENT_TOKEN")
-					stop()
+					acpu := stop()
 					p.close()
 					if m.Child == nil {
 						m.Child = map[string]any{}
 					}
+					// The CPU of the operation is the client's and the
+					// agent's (both on this machine's cores).
+					m.Child["client_cpu_seconds"], m.Child["agent_cpu_seconds"] = m.CPUSeconds, acpu
+					m.CPUSeconds += acpu
+					fmt.Printf("  cpu: client %.2f s + agent %.2f s\n", m.Child["client_cpu_seconds"], acpu)
 					up, down := p.up.Load(), p.down.Load()
 					m.Child["wire_up_bytes"], m.Child["wire_down_bytes"] = float64(up), float64(down)
 					hashes := blocks * 16
