@@ -58,7 +58,8 @@ type Summary struct {
 	// ToolWritten is what deltasync itself says it wrote (and zeroed).
 	ToolWritten int64 `json:"tool_bytes_written,omitempty"`
 	ToolZeroed  int64 `json:"tool_bytes_zeroed,omitempty"`
-	// WireBytes is the bytes a counting proxy saw cross the network,
+	// WireBytes is the bytes the loopback interface (or, in reports
+	// before 2026-11-26, a counting proxy) saw cross the network,
 	// both ways (agent case).
 	WireBytes int64 `json:"wire_bytes,omitempty"`
 }
@@ -120,9 +121,10 @@ func (r *Result) summarise() {
 			if v := r.childInt(n, "bytes_zeroed"); v >= 0 {
 				s.ToolZeroed = v
 			}
-			up, down := r.childInt(n, "wire_up_bytes"), r.childInt(n, "wire_down_bytes")
-			if up >= 0 && down >= 0 {
-				s.WireBytes = up + down
+			if w := r.childInt(n, "wire_bytes"); w >= 0 {
+				s.WireBytes = w
+			} else if up, down := r.childInt(n, "wire_up_bytes"), r.childInt(n, "wire_down_bytes"); up >= 0 && down >= 0 {
+				s.WireBytes = up + down // reports made with the counting proxy
 			}
 		}
 		r.Summary = append(r.Summary, s)
