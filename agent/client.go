@@ -196,7 +196,7 @@ func (c *Client) handshake(ctx context.Context, raw net.Conn, cfg *tls.Config, n
 		return nil, fmt.Errorf("agent: sending hello to %s: %w", c.Addr, err)
 	}
 	br := bufio.NewReaderSize(tc, 256<<10)
-	typ, _, p, err := readFrame(br, maxHello, func(n int) []byte { return make([]byte, n) })
+	typ, _, p, err := readFrame(br, maxHello, func(_ uint8, n int) []byte { return make([]byte, n) })
 	if err != nil {
 		return nil, fmt.Errorf("agent: %s: reading welcome: %w", c.Addr, err)
 	}

@@ -238,8 +238,20 @@ func (d *Disk) writer() {
 // reader handles the agent's messages until the connection ends.
 func (d *Disk) reader() {
 	defer close(d.rdone)
+	// Only a reply's payload outlives handle (it goes to the caller); the
+	// others (hashes, acknowledgements) are read into one reused buffer.
+	var scratch []byte
+	get := func(typ uint8, n int) []byte {
+		if typ == mReply {
+			return make([]byte, n)
+		}
+		if cap(scratch) < n {
+			scratch = make([]byte, n)
+		}
+		return scratch[:n]
+	}
 	for {
-		typ, id, p, err := readFrame(d.br, MaxPayload, func(n int) []byte { return make([]byte, n) })
+		typ, id, p, err := readFrame(d.br, MaxPayload, get)
 		if err == nil {
 			err = d.handle(typ, id, p)
 		}

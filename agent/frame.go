@@ -74,8 +74,9 @@ func readHeader(r io.Reader, hdr *[headerSize]byte) (typ uint8, n int, id uint32
 }
 
 // readFrame reads one frame whose payload is at most limit bytes into a
-// buffer from get (which must return a slice of length n).
-func readFrame(r io.Reader, limit int, get func(n int) []byte) (typ uint8, id uint32, payload []byte, err error) {
+// buffer from get (which must return a slice of length n for a frame of
+// type typ).
+func readFrame(r io.Reader, limit int, get func(typ uint8, n int) []byte) (typ uint8, id uint32, payload []byte, err error) {
 	var hdr [headerSize]byte
 	typ, n, id, err := readHeader(r, &hdr)
 	if err != nil {
@@ -84,7 +85,7 @@ func readFrame(r io.Reader, limit int, get func(n int) []byte) (typ uint8, id ui
 	if n > limit {
 		return 0, 0, nil, protoErr("frame of type %d has %d bytes, more than %d", typ, n, limit)
 	}
-	payload = get(n)
+	payload = get(typ, n)
 	if _, err = io.ReadFull(r, payload); err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF

@@ -86,7 +86,7 @@ func FuzzFrames(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := bytes.NewReader(data)
 		for {
-			typ, id, p, err := readFrame(r, MaxPayload, func(n int) []byte { return make([]byte, n) })
+			typ, id, p, err := readFrame(r, MaxPayload, func(_ uint8, n int) []byte { return make([]byte, n) })
 			if err != nil {
 				return
 			}

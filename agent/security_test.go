@@ -60,7 +60,7 @@ func (r *rawConn) send(frames ...[]byte) {
 // frame's payload, or nil at the end.
 func (r *rawConn) until(typ uint8) []byte {
 	for {
-		t, _, p, err := readFrame(r.br, MaxPayload, func(n int) []byte { return make([]byte, n) })
+		t, _, p, err := readFrame(r.br, MaxPayload, func(_ uint8, n int) []byte { return make([]byte, n) })
 		if err != nil {
 			return nil
 		}

@@ -372,7 +372,7 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn) {
 		_, _ = bw.Write(frame(mFatal, 0, appendErr(nil, code, why)))
 		_ = bw.Flush()
 	}
-	typ, _, p, err := readFrame(br, maxHello, func(n int) []byte { return make([]byte, n) })
+	typ, _, p, err := readFrame(br, maxHello, func(_ uint8, n int) []byte { return make([]byte, n) })
 	if err != nil {
 		s.o.Logf("agent: %s: refused: reading hello: %v", peer, err)
 		if errors.Is(err, ErrProtocol) {

@@ -215,7 +215,7 @@ func (ss *session) writer(w frameWriter, setWD func(time.Time)) (err error) {
 // concurrently. It returns nil on bye.
 func (ss *session) reader(ctx context.Context, r io.Reader) error {
 	for {
-		typ, id, p, err := readFrame(r, MaxPayload, ss.pool.get)
+		typ, id, p, err := readFrame(r, MaxPayload, func(_ uint8, n int) []byte { return ss.pool.get(n) })
 		if err != nil {
 			if err == io.EOF {
 				return ErrDisconnected

@@ -157,6 +157,10 @@ func hashBlocks(ctx context.Context, r io.ReaderAt, size int64, h Hasher, cp *co
 		}
 	}
 	states := make(chan *hashState, c.workers)
+	// The chunks' hash slices are reused: a fresh one per chunk costs a
+	// first touch of new memory each time the collector has let go of
+	// the last ones. At most inflight+workers are out at once.
+	slices := make(chan []BlockHash, c.inflight+c.workers)
 	return runOrdered(ctx, &c, newPlanner(&c, lo, hi), prefetch,
 		func(ctx context.Context, ch chunk) ([]BlockHash, error) {
 			var st *hashState
@@ -166,7 +170,12 @@ func hashBlocks(ctx context.Context, r io.ReaderAt, size int64, h Hasher, cp *co
 				st = h.state()
 			}
 			defer func() { states <- st }()
-			return hashChunk(ctx, &c, d, st, ch)
+			var hs []BlockHash
+			select {
+			case hs = <-slices:
+			default:
+			}
+			return hashChunk(ctx, &c, d, st, ch, hs[:0])
 		},
 		func(ch chunk, hs []BlockHash) error {
 			if c.Progress != nil {
@@ -177,11 +186,17 @@ func hashBlocks(ctx context.Context, r io.ReaderAt, size int64, h Hasher, cp *co
 					return err
 				}
 			}
+			select {
+			case slices <- hs:
+			default:
+			}
 			return nil
 		})
 }
 
-func hashChunk(ctx context.Context, c *config, d *disk, st *hashState, ch chunk) (hs []BlockHash, err error) {
+// hashChunk hashes the blocks of ch, appending them to hs (empty, and
+// reused when it has room).
+func hashChunk(ctx context.Context, c *config, d *disk, st *hashState, ch chunk, hs []BlockHash) (_ []BlockHash, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -200,7 +215,9 @@ func hashChunk(ctx context.Context, c *config, d *disk, st *hashState, ch chunk)
 	ac := allocCursor{rs: alloc, all: all}
 	w := newFaultWindow(d.side, v)
 	bs := int64(c.bs)
-	hs = make([]BlockHash, 0, (end-ch.off+bs-1)/bs+1)
+	if n := int((end-ch.off+bs-1)/bs + 1); cap(hs) < n {
+		hs = make([]BlockHash, 0, n)
+	}
 	withFaults(func() {
 		defer catchFault(&err, &w)
 		for b := ch.off; b < end; {
