@@ -7,10 +7,12 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/internal/bootid"
 	"github.com/deltasync/deltasync/localdisk"
 	"github.com/deltasync/deltasync/transfer"
 )
@@ -176,9 +178,9 @@ func TestDropResume(t *testing.T) {
 	c.WriteBuffer = 4 << 20
 	srcPath := writeTemp(t, "src.img", src)
 	journal := &transfer.MemStore{}
-	// The default durability: checkpoints flush only because the disk
-	// writes behind (transfer.WriteBehind); that is what makes the resume
-	// below safe.
+	// The default durability: checkpoints wait until the agent applied
+	// the writes queued (transfer.AppliedBarrier); that is what makes the
+	// resume below safe.
 	o := &transfer.Options{Journal: journal, JournalBytes: 2 << 20}
 	st, err := syncTo(withTimeout(t, 30*time.Second), t, c, srcPath, "d", o)
 	if err == nil {
@@ -203,6 +205,86 @@ func TestDropResume(t *testing.T) {
 	sameBytes(t, "agent's disk", a.bytes(t, "d"), src)
 }
 
+// flushCounter counts the flushes of an agent's disk.
+type flushCounter struct {
+	*localdisk.Disk
+	n *atomic.Int64
+}
+
+func (f flushCounter) Flush(ctx context.Context) error {
+	f.n.Add(1)
+	return f.Disk.Flush(ctx)
+}
+
+// TestJournalAgentBoot: journal checkpoints of a sync through an agent
+// wait for the agent to apply the writes and are stamped with the agent
+// machine's boot ID, without flushing the agent's disk. After a cut, a
+// rerun resumes while that machine keeps its boot, and starts over,
+// comparing everything, once it has another (a reboot, which may have
+// lost what the agent held unflushed).
+func TestJournalAgentBoot(t *testing.T) {
+	rng := newRand(t)
+	const size, bs = 32 << 20, 64 << 10
+	src := randBytes(rng, size)
+	srcPath := writeTemp(t, "src.img", src)
+	for _, reboot := range []bool{false, true} {
+		dst := bytes.Clone(src)
+		changed := changeBlocks(rng, dst, bs, size/bs/2)
+		var boot atomic.Value
+		boot.Store("boot-1")
+		var flushes atomic.Int64
+		a := startAgent(t, map[string][]byte{"d": dst}, func(o *ServerOptions) {
+			o.bootID = func() string { return boot.Load().(string) }
+			o.open = func(path string, write bool) (serverDisk, error) {
+				if !write {
+					return localdisk.OpenSource(path, localdisk.SourceOptions{})
+				}
+				d, err := localdisk.OpenTarget(path, localdisk.TargetOptions{})
+				if err != nil {
+					return nil, err
+				}
+				return flushCounter{d, &flushes}, nil
+			}
+		})
+		p := startProxy(t, a.addr)
+		p.cut.Store(changed * 6 / 10)
+		c := a.client()
+		c.Addr = p.addr
+		c.WriteBuffer = 4 << 20
+		journal := &transfer.MemStore{}
+		o := &transfer.Options{Journal: journal, JournalBytes: 2 << 20}
+		st, err := syncTo(withTimeout(t, 30*time.Second), t, c, srcPath, "d", o)
+		if err == nil {
+			t.Fatalf("the run survived the cut: %+v", st)
+		}
+		if n := flushes.Load(); n != 0 {
+			t.Fatalf("the agent's disk was flushed %d times before the end of an interrupted run", n)
+		}
+		if len(journal.Keys()) != 1 {
+			t.Fatalf("no journal after the cut")
+		}
+		if reboot {
+			boot.Store("boot-2")
+		}
+		p.cut.Store(0)
+		st, err = syncTo(withTimeout(t, 30*time.Second), t, c, srcPath, "d", o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("reboot %v: rerun %+v", reboot, st)
+		switch {
+		case reboot && (st.Resumed || !st.JournalDiscarded):
+			t.Fatal("a journal saved before the agent's machine rebooted was trusted after it")
+		case !reboot && (!st.Resumed || st.ResumedFrom == 0):
+			t.Fatal("the rerun did not resume")
+		}
+		if flushes.Load() == 0 {
+			t.Fatal("a finished run did not flush the agent's disk")
+		}
+		sameBytes(t, "agent's disk", a.bytes(t, "d"), src)
+	}
+}
+
 // TestTargetWritesBehind: a target has an Identity (runs onto it are
 // journaled) and says it writes behind, so transfer flushes it before
 // every journal save; a disk being written cannot be opened again.
@@ -217,6 +299,13 @@ func TestTargetWritesBehind(t *testing.T) {
 		t.Fatalf("identity %q, writes behind %v", id, d.WritesBehind())
 	}
 	var _ transfer.WriteBehind = d
+	var _ transfer.AppliedBarrier = d
+	if b := d.HostBootID(); b == "" || b != bootid.Read() {
+		t.Fatalf("host boot ID %q, want this machine's %q", b, bootid.Read())
+	}
+	if err := d.Applied(ctx); err != nil {
+		t.Fatalf("Applied with nothing queued: %v", err)
+	}
 	c := a.client()
 	if _, err := c.OpenSource(ctx, "d"); !errors.Is(err, ErrBusy) {
 		t.Fatalf("opening a disk being written: %v", err)

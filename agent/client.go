@@ -216,6 +216,10 @@ func (c *Client) handshake(ctx context.Context, raw net.Conn, cfg *tls.Config, n
 	align := int64(d.u32("welcome alignment"))
 	mw := int64(d.u32("welcome write limit"))
 	inst := d.str(64, "welcome instance")
+	var boot string
+	if len(d.b) > 0 { // agents before 2026-11-26 do not send it
+		boot = d.str(64, "welcome boot id")
+	}
 	if err := d.end("welcome"); err != nil {
 		return nil, err
 	}
@@ -227,7 +231,7 @@ func (c *Client) handshake(ctx context.Context, raw net.Conn, cfg *tls.Config, n
 	}
 	_ = raw.SetDeadline(time.Time{})
 	bc.batch()
-	dk := &Disk{name: name, write: mode == modeWrite, conn: tc, bc: bc, br: br, align: align, maxWrite: mw, instance: inst}
+	dk := &Disk{name: name, write: mode == modeWrite, conn: tc, bc: bc, br: br, align: align, maxWrite: mw, instance: inst, hostBoot: boot}
 	dk.size.Store(size)
 	return dk, nil
 }

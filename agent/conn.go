@@ -26,6 +26,7 @@ type Disk struct {
 	addr, name   string
 	write        bool
 	instance     string
+	hostBoot     string // the agent machine's boot ID, "" when unknown
 	align        int64
 	maxWrite     int64
 	size         atomic.Int64

@@ -29,8 +29,42 @@ func (d *Disk) Identity() string {
 }
 
 // WritesBehind reports true: WriteAt returns before the agent has the
-// write, so transfer flushes before every journal save (transfer.WriteBehind).
+// write (transfer.WriteBehind), so transfer makes sure the agent has every
+// write before a journal save: with Applied when the agent told its boot
+// ID, else with Flush.
 func (d *Disk) WritesBehind() bool { return true }
+
+// HostBootID returns the boot ID of the agent's machine, as the agent
+// told it when the Disk was opened ("" from an agent that did not): the
+// writes it acknowledged live in that machine's page cache until flushed,
+// so they are lost only if it reboots (transfer.AppliedBarrier).
+func (d *Disk) HostBootID() string { return d.hostBoot }
+
+// Applied returns once the agent has applied (not necessarily made
+// durable) every write and zeroing queued before the call, which the
+// agent acknowledges as it applies them; no round trip is added. It
+// returns the error of a write the agent failed, or the connection's.
+func (d *Disk) Applied(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := d.sent
+	stop := context.AfterFunc(ctx, func() {
+		d.mu.Lock()
+		d.room.Broadcast()
+		d.mu.Unlock()
+	})
+	defer stop()
+	for d.acked < n && d.errLocked() == nil && ctx.Err() == nil {
+		d.room.Wait()
+	}
+	if err := d.errLocked(); err != nil {
+		return err
+	}
+	if d.acked < n {
+		return ctx.Err()
+	}
+	return nil
+}
 
 // WriteAt queues a write and returns at once, having copied p (and
 // compressed it when that pays): it does not wait for the agent. The
@@ -38,8 +72,8 @@ func (d *Disk) WritesBehind() bool { return true }
 // acknowledges it; WriteAt waits only while the Client's WriteBuffer is
 // full of writes not yet acknowledged. An error the agent reports for
 // this write is returned by a later WriteAt, ZeroRange or Flush, and
-// every call fails after it. Only Flush proves writes applied and
-// durable. Writes longer than MaxWrite are split.
+// every call fails after it. Applied proves writes applied, Flush
+// applied and durable. Writes longer than MaxWrite are split.
 func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
 	if !d.write {
 		return 0, ErrReadOnly

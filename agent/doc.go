@@ -72,14 +72,22 @@
 //
 // # Durability and journals
 //
-// WriteAt returns once the write is queued (see Disk.WriteAt); Flush
-// returns once every write queued before it is applied and fdatasync'd
-// on the agent. A dropped connection fails the run; writes queued but not
-// acknowledged may be lost, and a rerun compares again: through an agent
-// that costs hashing both disks, not sending them. A Disk is a
-// transfer.WriteBehind, so transfer flushes it before every journal save:
-// the journal never counts a write still queued in this process, and an
-// interrupted run resumes from its last save.
+// WriteAt returns once the write is queued (see Disk.WriteAt); Applied
+// returns once every write queued before it is applied on the agent (in
+// its machine's page cache; the agent acknowledges writes as it applies
+// them), and Flush once they are also fdatasync'd. A dropped connection
+// fails the run; writes queued but not acknowledged may be lost, and a
+// rerun compares again: through an agent that costs hashing both disks,
+// not sending them. A Disk is a transfer.WriteBehind and a
+// transfer.AppliedBarrier: the agent tells its machine's boot ID in its
+// welcome, and with the default durability transfer saves each journal
+// checkpoint after Applied, stamped with that boot ID, rather than after
+// a flush (an fdatasync on the agent every JournalBytes). So the journal
+// never counts a write still queued in this process; an interrupted run
+// resumes from its last save while the agent's machine keeps running (the
+// agent process may be restarted), and starts over, comparing everything,
+// after that machine rebooted. An agent that does not send its boot ID
+// gets a flush before every save.
 //
 // # Pulling
 //

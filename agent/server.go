@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/internal/bootid"
 	"github.com/deltasync/deltasync/localdisk"
 )
 
@@ -80,9 +81,11 @@ type ServerOptions struct {
 	// refusal and why, end). Tokens are never logged. Default: nothing.
 	Logf func(format string, args ...any)
 
-	// open replaces localdisk for tests; now replaces time.Now.
-	open func(path string, write bool) (serverDisk, error)
-	now  func() time.Time
+	// open replaces localdisk for tests; now replaces time.Now; bootID
+	// replaces this machine's boot ID (tests that simulate a reboot).
+	open   func(path string, write bool) (serverDisk, error)
+	now    func() time.Time
+	bootID func() string
 }
 
 // serverDisk is what a session needs of a disk; *localdisk.Disk is one.
@@ -206,6 +209,10 @@ func NewServer(o ServerOptions) (*Server, error) {
 	}
 	if o.now == nil {
 		o.now = time.Now
+	}
+	if o.bootID == nil {
+		boot := bootid.Read()
+		o.bootID = func() string { return boot }
 	}
 	if o.open == nil {
 		allowLive, zm := o.AllowLive, o.ZeroMode
@@ -410,6 +417,9 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn) {
 	w = appendU32(w, uint32(min(max(align, 1), 1<<30)))
 	w = appendU32(w, uint32(min(max(mw, 0), 1<<30)))
 	w = appendStr(w, hex.EncodeToString(sum[:8]))
+	// The boot this agent's writes live in until flushed (see
+	// Disk.HostBootID); "" when unknown.
+	w = appendStr(w, s.o.bootID())
 	putHeader(w, mWelcome, 0)
 	if _, err := bw.Write(w); err != nil {
 		return

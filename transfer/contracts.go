@@ -58,6 +58,20 @@ type WriteBehind interface {
 	WritesBehind() bool
 }
 
+// AppliedBarrier is a WriteBehind target whose host applies writes to a
+// page cache of its own, as a local disk's kernel does (a remote agent):
+// Applied returns once every write queued before it is applied on the
+// host, not necessarily durable, and HostBootID names the host's current
+// boot ("" when unknown). With the default durability (DurableEnd) the
+// engine then saves journals after Applied rather than after a flush,
+// stamped with the host's boot, as it stamps a local target's with this
+// machine's: the record holds while that host does not reboot, and is
+// discarded after it does.
+type AppliedBarrier interface {
+	Applied(ctx context.Context) error
+	HostBootID() string
+}
+
 // WriteLimits states what a single write must look like: offsets and
 // lengths multiples of Align, at most MaxWrite bytes (0: no limit).
 // Fallback: Align 1, no limit.

@@ -61,6 +61,9 @@ type run struct {
 	// bootID stamps journal records saved without a flush; "" when
 	// every save is preceded by a flush.
 	bootID string
+	// barrier, when set, is waited for before every journal save: the
+	// target writes behind, and bootID is its host's.
+	barrier AppliedBarrier
 
 	// Counters. st and the plain ones belong to one goroutine at a time
 	// (the comparing one, then the caller's); the atomic ones are updated

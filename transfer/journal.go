@@ -9,12 +9,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/deltasync/deltasync/blockdiff"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/internal/bootid"
 )
 
 // JournalStore keeps journals by key. Keys are short lowercase hex
@@ -246,13 +248,7 @@ type journalRecord struct {
 }
 
 // machineBootID returns this boot's ID, or "" when it cannot be read.
-func machineBootID() string {
-	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSpace(string(b))
-}
+func machineBootID() string { return bootid.Read() }
 
 // journalKey names the journal of a target and range.
 func journalKey(targetID string, offset, length int64) string {

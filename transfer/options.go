@@ -192,7 +192,11 @@ const (
 	// writes may be gone, the journal is discarded and the run starts
 	// over, comparing everything. On local disks this runs at page-cache
 	// speed, like cp and rsync, instead of waiting for the disk at every
-	// checkpoint. Where the boot ID cannot be read, checkpoints flush.
+	// checkpoint. Where the boot ID cannot be read, checkpoints flush. A
+	// target that writes behind (WriteBehind: queued for a remote agent)
+	// is flushed before every checkpoint, unless it is an AppliedBarrier:
+	// then a checkpoint waits until the host has applied the queued
+	// writes and is stamped with the host's boot ID instead.
 	DurableEnd Durability = iota
 	// DurableCheckpoint flushes the target before every journal save as
 	// well: the journal is then good across reboots, at the price of

@@ -35,12 +35,19 @@ func (r *run) openJournal(ctx context.Context) error {
 	}
 	r.saved = r.lo
 	wb, _ := r.dst.(WriteBehind)
-	if r.flusher != nil && r.c.Durability != DurableCheckpoint && (wb == nil || !wb.WritesBehind()) {
+	ab, _ := r.dst.(AppliedBarrier)
+	switch {
+	case r.flusher == nil || r.c.Durability == DurableCheckpoint:
+	case wb == nil || !wb.WritesBehind():
 		if r.c.bootID != nil {
 			r.bootID = r.c.bootID()
 		} else {
 			r.bootID = machineBootID()
 		}
+	case ab != nil && ab.HostBootID() != "":
+		// Writes queued here: a save waits until they are applied on
+		// the host, and holds while the host does not reboot.
+		r.bootID, r.barrier = ab.HostBootID(), ab
 	}
 	b, err := r.store.Load(ctx, r.key)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -123,6 +130,12 @@ func (r *run) checkpoint(ctx context.Context) error {
 		// The record must hold across reboots: data first.
 		if err := r.flush(ctx); err != nil {
 			return err
+		}
+	} else if r.barrier != nil {
+		// Every write below w is queued; the record may count it once
+		// the host has it.
+		if err := r.barrier.Applied(ctx); err != nil {
+			return fmt.Errorf("transfer: waiting for the target's writes before a journal save: %w", err)
 		}
 	}
 	return r.save(ctx, w)
