@@ -34,8 +34,11 @@ const agentUsage = `usage:
 
 Clients name a served disk agent://HOST:PORT/NAME, with the token in
 DELTASYNC_AGENT_TOKEN or -agent-token-file, and -agent-pin or -agent-ca.
-Writes to an agent are pipelined; a sync onto one flushes the agent's disk
-before every journal save, so an interrupted run resumes from its last save.
+Writes to an agent are pipelined; a sync onto one saves its journal once the
+agent has applied the writes before it, stamped with the agent machine's
+boot, so an interrupted run resumes from its last save unless that machine
+rebooted since (then it compares everything again). -fsync checkpoint
+flushes the agent's disk before every save instead.
 `
 
 // agentFlags are the flags of seed and sync for agent:// disks.
@@ -55,8 +58,9 @@ func (af *agentFlags) register(fs *flag.FlagSet) {
 func isAgentURL(arg string) bool { return strings.HasPrefix(arg, "agent://") }
 
 // openAgent opens an agent:// disk as a source or a target. Writes to an
-// agent are pipelined; transfer flushes them before every journal save
-// (the disk is a transfer.WriteBehind).
+// agent are pipelined; transfer waits until the agent has applied them
+// before every journal save (the disk is a transfer.WriteBehind and
+// transfer.AppliedBarrier).
 func openAgent(arg string, rf *runFlags, write bool) (*agent.Disk, error) {
 	addr, name, err := agent.ParseURL(arg)
 	if err != nil {
