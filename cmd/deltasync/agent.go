@@ -156,6 +156,7 @@ func cmdAgent(ctx context.Context, args []string) error {
 	allowLive := fs.Bool("allow-live", false, "serve source sessions of disks that are mounted or being written (crash-inconsistent)")
 	zeroMode := fs.String("zero-mode", "punch", "how file targets clear zero ranges: punch, zero-range, write")
 	quiet := fs.Bool("quiet", false, "log nothing but errors")
+	hashConc := fs.Int("hash-concurrency", 0, "workers hashing a disk for a client (default max(4, CPUs))")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -178,7 +179,10 @@ func cmdAgent(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	o := agent.ServerOptions{Disks: disks, Certificate: cert, AllowLive: *allowLive}
+	if *hashConc < 0 {
+		return fmt.Errorf("-hash-concurrency %d: want 0 (the default) or more", *hashConc)
+	}
+	o := agent.ServerOptions{Disks: disks, Certificate: cert, AllowLive: *allowLive, HashConcurrency: *hashConc}
 	var rf runFlags
 	rf.zeroMode = *zeroMode
 	if o.ZeroMode, err = rf.zero(); err != nil {

@@ -45,7 +45,7 @@ func startAgentProcess(t *testing.T, dir, disk string) (addr, pin string) {
 	t.Helper()
 	cmd := exec.Command(bin, "agent", "-listen", "127.0.0.1:0", "-disk", "d="+disk,
 		"-cert", filepath.Join(dir, "cert.pem"), "-key", filepath.Join(dir, "key.pem"),
-		"-token-file", filepath.Join(dir, "tokens"))
+		"-token-file", filepath.Join(dir, "tokens"), "-hash-concurrency", "2")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -133,6 +133,12 @@ func TestAgentSync(t *testing.T) {
 	tokFile := filepath.Join(dir, "token")
 	os.WriteFile(tokFile, []byte(token+"\n"), 0o600)
 
+	code, _, se = agentRun(t, env, "agent", "-listen", "127.0.0.1:0", "-disk", "d="+dstPath,
+		"-cert", filepath.Join(dir, "cert.pem"), "-key", filepath.Join(dir, "key.pem"),
+		"-token-file", filepath.Join(dir, "tokens"), "-hash-concurrency", "-1")
+	if code != 2 || !strings.Contains(se, "-hash-concurrency") {
+		t.Fatalf("agent -hash-concurrency -1: exit %d, stderr %q (want 2 and the flag named)", code, se)
+	}
 	addr, pin := startAgentProcess(t, dir, dstPath)
 	if pin != strings.TrimSpace(pinOut) {
 		t.Fatalf("agent's pin %s, cert's %s", pin, pinOut)
