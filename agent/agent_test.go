@@ -383,8 +383,14 @@ func TestWriteErrorSurfaces(t *testing.T) {
 			break
 		}
 	}
-	err = d.Flush(ctx)
+	// Applied, which journal checkpoints wait for, must report the
+	// failure, never count the failed write applied.
+	err = d.Applied(ctx)
 	var re *RemoteError
+	if !errors.As(err, &re) || re.Op != "write" || re.Off != 1<<20 {
+		t.Fatalf("applied: %v", err)
+	}
+	err = d.Flush(ctx)
 	if !errors.As(err, &re) || re.Op != "write" || re.Off != 1<<20 {
 		t.Fatalf("flush: %v", err)
 	}

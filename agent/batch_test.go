@@ -2,9 +2,12 @@ package agent
 
 import (
 	"bytes"
+	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -196,5 +199,65 @@ func TestFrameClasses(t *testing.T) {
 	}
 	if f := d.getFrame(MaxWrite + 1); cap(f) != frameOverhead+MaxWrite+1 {
 		t.Errorf("getFrame(MaxWrite+1): cap %d", cap(f))
+	}
+}
+
+// recWriter records what a session writes, yielding on every write so
+// that the applier and the writer interleave.
+type recWriter struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (r *recWriter) Write(p []byte) (int, error) {
+	runtime.Gosched()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.buf.Write(p)
+}
+
+func (r *recWriter) Flush() error { return nil }
+
+// TestNoAckPastFailedWrite: the agent never acknowledges a write that
+// failed, nor one after it: its writer sends acknowledgements ahead of
+// queued frames, so such an acknowledgement could reach the client before
+// the failure's report and let Disk.Applied (hence a journal) count a
+// write that is not on the disk.
+func TestNoAckPastFailedWrite(t *testing.T) {
+	cd, err := newCodec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cd.close()
+	s := &Server{o: ServerOptions{WriteTimeout: time.Second, Logf: func(string, ...any) {}}, codec: cd}
+	for i := range 300 {
+		md := newMemDisk(make([]byte, 64<<10))
+		md.failAt = 4096 // the second write fails
+		var in []byte
+		for _, off := range []int64{0, 4096, 8192} {
+			in = append(in, writeFrame(off, bytes.Repeat([]byte{1}, 1024))...)
+		}
+		in = append(in, frame(mBye, 0, nil)...)
+		ss := newSession(s, md, true)
+		w := &recWriter{}
+		_ = ss.run(context.Background(), bytes.NewReader(in), w, func(time.Time) {}, func() {})
+		sawErr := false
+		for b := w.buf.Bytes(); len(b) >= headerSize; {
+			typ := b[0]
+			n := int(b[1])<<16 | int(b[2])<<8 | int(b[3])
+			p := b[headerSize : headerSize+n]
+			b = b[headerSize+n:]
+			switch typ {
+			case mWriteErr:
+				sawErr = true
+			case mAck:
+				if a := binary.BigEndian.Uint64(p); a > 1 {
+					t.Fatalf("session %d: acknowledged %d writes; the second failed (error reported before: %v)", i, a, sawErr)
+				}
+			}
+		}
+		if !sawErr {
+			t.Fatalf("session %d: the failed write was not reported", i)
+		}
 	}
 }

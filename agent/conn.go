@@ -382,8 +382,8 @@ func (d *Disk) Close() error {
 	t := time.AfterFunc(d.closeTimeout, func() {
 		d.fail(fmt.Errorf("writes not acknowledged within %v of Close", d.closeTimeout))
 	})
-	for d.acked < d.sent && d.fatal == nil {
-		d.room.Wait()
+	for d.acked < d.sent && d.fatal == nil && d.werr == nil {
+		d.room.Wait() // after a failed write, nothing more is acknowledged
 	}
 	t.Stop()
 	err := d.werr

@@ -37,7 +37,8 @@
 //     data zstd-compressed when a cheap estimate says it pays (a few
 //     samples are compressed first; random data goes raw). The agent
 //     applies them in order and acknowledges them by count; the first
-//     failure is reported once, and later writes are not applied.
+//     failure is reported once; later writes are not applied, and neither
+//     the failed write nor a later one is acknowledged.
 //   - Flush, resize, read, allocation, version and cache requests travel
 //     in the same order as the writes and are answered by number, so a
 //     flush covers every write sent before it, and reads and hashes see

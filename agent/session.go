@@ -380,10 +380,17 @@ func (ss *session) protocolFailure(err error) {
 }
 
 // applyWrite performs a write or a zeroing, unless an earlier one failed.
+// Only writes applied before any failure are acknowledged: the writer
+// sends an acknowledgement ahead of frames already queued (the failure's
+// report among them), so acknowledging a failed write, or one skipped
+// after it, would let the client count it applied (Disk.Applied) before
+// it hears of the failure.
 func (ss *session) applyWrite(ctx context.Context, o *op) {
 	ss.seq++
 	defer func() {
-		ss.applied.Store(ss.seq)
+		if ss.failed == nil {
+			ss.applied.Store(ss.seq)
+		}
 		select {
 		case ss.kick <- struct{}{}:
 		default:
