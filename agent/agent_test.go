@@ -634,3 +634,47 @@ func TestSeed(t *testing.T) {
 	}
 	sameBytes(t, "seeded", a.bytes(t, "d"), src)
 }
+
+// TestCloseBreaksBlockedWriter: when the agent stops reading (its disk
+// hangs) and the connection's socket buffers are full, Close gives up
+// after CloseTimeout and returns at once, rather than waiting behind the
+// blocked writer to send TLS's closing alert.
+func TestCloseBreaksBlockedWriter(t *testing.T) {
+	md := newMemDisk(make([]byte, 256<<20))
+	gate := make(chan struct{})
+	a := startAgent(t, map[string][]byte{"d": nil}, func(o *ServerOptions) {
+		o.open = func(string, bool) (serverDisk, error) { return &slowDisk{memDisk: md, gate: gate}, nil }
+		o.SocketBuffer = 64 << 10
+	})
+	defer close(gate)
+	ctx := withTimeout(t, 30*time.Second)
+	c := a.client()
+	c.WriteBuffer = 256 << 20
+	c.SocketBuffer = 64 << 10
+	c.CloseTimeout = 300 * time.Millisecond
+	d, err := c.OpenTarget(ctx, "d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Small writes, one at a time, so that the writer flushes after each
+	// (its queue runs dry) and ends up blocked in that flush, outside any
+	// TLS write, once the socket is full.
+	block := randBytes(newRand(t), 64<<10)
+	for off := int64(0); off < 24<<20; off += int64(len(block)) {
+		if _, err := d.WriteAt(block, off); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	start := time.Now()
+	err = d.Close()
+	took := time.Since(start)
+	t.Logf("Close after %v: %v", took, err)
+	if err == nil {
+		t.Fatal("Close with unacknowledged writes returned nil")
+	}
+	if took > 3*time.Second {
+		t.Fatalf("Close took %v with a CloseTimeout of 300ms", took)
+	}
+}

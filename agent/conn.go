@@ -94,6 +94,17 @@ func (d *Disk) failLocked(err error) {
 	close(d.dead)
 	d.wake.Broadcast()
 	d.room.Broadcast()
+	d.closeSocket()
+}
+
+// closeSocket closes the TCP connection under TLS at once: closing the
+// TLS connection would first send TLS's closing alert, which waits (up to
+// 5 s) behind a writer blocked on a peer that does not read.
+func (d *Disk) closeSocket() {
+	if d.bc != nil {
+		d.bc.Conn.Close()
+		return
+	}
 	d.conn.Close()
 }
 
@@ -413,7 +424,12 @@ func (d *Disk) Close() error {
 	}
 	linger.Stop()
 	d.cancel()
-	d.conn.Close()
+	select {
+	case <-d.wdone:
+		d.conn.Close() // TLS's closing alert, then the socket
+	default:
+		d.closeSocket()
+	}
 	<-d.rdone
 	<-d.wdone
 	d.mu.Lock()
