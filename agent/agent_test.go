@@ -678,3 +678,60 @@ func TestCloseBreaksBlockedWriter(t *testing.T) {
 		t.Fatalf("Close took %v with a CloseTimeout of 300ms", took)
 	}
 }
+
+// TestProtocolVersions: clients and agents from before version 2 (no boot
+// ID in the welcome) still work with the current ones, either way round;
+// without a boot ID a journaled sync flushes the agent's disk at each
+// checkpoint, as before.
+func TestProtocolVersions(t *testing.T) {
+	rng := newRand(t)
+	const size, bs = 32 << 20, 64 << 10
+	src := randBytes(rng, size)
+	srcPath := writeTemp(t, "src.img", src)
+	for _, tc := range []struct {
+		name           string
+		client, server []string
+		wantBoot       bool
+	}{
+		{"current both", nil, nil, true},
+		{"old client", []string{alpn1}, nil, false},
+		{"old agent", nil, []string{alpn1}, false},
+	} {
+		dst := bytes.Clone(src)
+		changeBlocks(rng, dst, bs, 100)
+		var flushes atomic.Int64
+		a := startAgent(t, map[string][]byte{"d": dst}, func(o *ServerOptions) {
+			o.protos = tc.server
+			o.open = func(path string, write bool) (serverDisk, error) {
+				d, err := localdisk.OpenTarget(path, localdisk.TargetOptions{})
+				if err != nil {
+					return nil, err
+				}
+				return flushCounter{d, &flushes}, nil
+			}
+		})
+		c := a.client()
+		c.protos = tc.client
+		ctx := withTimeout(t, 30*time.Second)
+		d, err := c.OpenTarget(ctx, "d")
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if got := d.HostBootID() != ""; got != tc.wantBoot {
+			t.Fatalf("%s: host boot ID %q", tc.name, d.HostBootID())
+		}
+		d.Close()
+		st, err := syncTo(ctx, t, c, srcPath, "d", &transfer.Options{Journal: &transfer.MemStore{}, JournalBytes: 256 << 10, JournalInterval: time.Millisecond})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		t.Logf("%s: %d journal saves, %d flushes of the agent's disk", tc.name, st.JournalSaves, flushes.Load())
+		// With a boot ID only the end flushes; without, every checkpoint
+		// does, and the end.
+		n := flushes.Load()
+		if tc.wantBoot && n != 1 || !tc.wantBoot && (n < 2 || n < int64(st.JournalSaves)) {
+			t.Fatalf("%s: %d flushes for %d journal saves", tc.name, n, st.JournalSaves)
+		}
+		sameBytes(t, tc.name, a.bytes(t, "d"), src)
+	}
+}

@@ -74,6 +74,10 @@ type Client struct {
 	// CloseTimeout bounds how long Close waits for queued writes to be
 	// acknowledged. Default 2 min.
 	CloseTimeout time.Duration
+
+	// protos replaces the protocol versions offered (tests of an old
+	// client).
+	protos []string
 }
 
 // ParseURL splits agent://HOST:PORT/DISK into the agent's address and
@@ -183,8 +187,9 @@ func (c *Client) handshake(ctx context.Context, raw net.Conn, cfg *tls.Config, n
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return nil, fmt.Errorf("agent: TLS handshake with %s: %w", c.Addr, err)
 	}
-	if tc.ConnectionState().NegotiatedProtocol != alpn {
-		return nil, fmt.Errorf("%w: %s does not speak %s", ErrProtocol, c.Addr, alpn)
+	proto := tc.ConnectionState().NegotiatedProtocol
+	if proto != alpn2 && proto != alpn1 {
+		return nil, fmt.Errorf("%w: %s does not speak %s", ErrProtocol, c.Addr, strings.Join(alpns, " or "))
 	}
 	h := make([]byte, headerSize, 128)
 	h = append(h, helloMagic[:]...)
@@ -217,7 +222,7 @@ func (c *Client) handshake(ctx context.Context, raw net.Conn, cfg *tls.Config, n
 	mw := int64(d.u32("welcome write limit"))
 	inst := d.str(64, "welcome instance")
 	var boot string
-	if len(d.b) > 0 { // agents before 2026-11-26 do not send it
+	if proto == alpn2 {
 		boot = d.str(64, "welcome boot id")
 	}
 	if err := d.end("welcome"); err != nil {

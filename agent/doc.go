@@ -24,12 +24,14 @@
 //
 // # Protocol
 //
-// TLS 1.3 (ALPN "deltasync-agent/1") over one TCP connection per Disk,
-// carrying frames of an 8-byte header (type, 24-bit length, 32-bit
-// request or stream number) and a payload of at most MaxPayload (8 MiB).
+// TLS 1.3 (ALPN "deltasync-agent/2", or "/1" with a peer from before
+// version 2) over one TCP connection per Disk, carrying frames of an
+// 8-byte header (type, 24-bit length, 32-bit request or stream number)
+// and a payload of at most MaxPayload (8 MiB).
 // The first message is the client's hello (disk name, mode, token); the
 // agent answers with a welcome (size, alignment, largest write, a digest
-// of its disk's identity) or a fatal error, and closes.
+// of its disk's identity and, from version 2, its machine's boot ID) or a
+// fatal error, and closes.
 //
 // After that, both directions run at once, without lock-step:
 //

@@ -82,10 +82,13 @@ type ServerOptions struct {
 	Logf func(format string, args ...any)
 
 	// open replaces localdisk for tests; now replaces time.Now; bootID
-	// replaces this machine's boot ID (tests that simulate a reboot).
+	// replaces this machine's boot ID (tests that simulate a reboot);
+	// protos replaces the protocol versions served (tests of an old
+	// agent).
 	open   func(path string, write bool) (serverDisk, error)
 	now    func() time.Time
 	bootID func() string
+	protos []string
 }
 
 // serverDisk is what a session needs of a disk; *localdisk.Disk is one.
@@ -209,6 +212,9 @@ func NewServer(o ServerOptions) (*Server, error) {
 	}
 	if o.now == nil {
 		o.now = time.Now
+	}
+	if o.protos == nil {
+		o.protos = alpns
 	}
 	if o.bootID == nil {
 		boot := bootid.Read()
@@ -418,8 +424,10 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn) {
 	w = appendU32(w, uint32(min(max(mw, 0), 1<<30)))
 	w = appendStr(w, hex.EncodeToString(sum[:8]))
 	// The boot this agent's writes live in until flushed (see
-	// Disk.HostBootID); "" when unknown.
-	w = appendStr(w, s.o.bootID())
+	// Disk.HostBootID); "" when unknown. Only version 2 has the field.
+	if tc.ConnectionState().NegotiatedProtocol == alpn2 {
+		w = appendStr(w, s.o.bootID())
+	}
 	putHeader(w, mWelcome, 0)
 	if _, err := bw.Write(w); err != nil {
 		return

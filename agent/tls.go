@@ -21,8 +21,15 @@ import (
 	"time"
 )
 
-// alpn names the protocol in the TLS handshake.
-const alpn = "deltasync-agent/1"
+// The protocol's names in the TLS handshake, newest first. Version 2 adds
+// the agent machine's boot ID to the welcome (Disk.HostBootID); both ends
+// offer both, so either speaks with a peer from before it.
+const (
+	alpn2 = "deltasync-agent/2"
+	alpn1 = "deltasync-agent/1"
+)
+
+var alpns = []string{alpn2, alpn1}
 
 // SelfSigned returns a new self-signed certificate and its private key,
 // both PEM-encoded, for an agent's first run: ECDSA P-256, valid for the
@@ -103,11 +110,14 @@ func parsePin(s string) ([]byte, error) {
 func (c *Client) clientTLS(host string) (*tls.Config, error) {
 	cfg := &tls.Config{
 		MinVersion: tls.VersionTLS13,
-		NextProtos: []string{alpn},
+		NextProtos: alpns,
 		ServerName: host,
 		// Bulk data: full-size records from the first byte.
 		DynamicRecordSizingDisabled: true,
 		RootCAs:                     c.RootCAs,
+	}
+	if c.protos != nil {
+		cfg.NextProtos = c.protos
 	}
 	if c.Certificate != nil {
 		cfg.Certificates = []tls.Certificate{*c.Certificate}
@@ -139,7 +149,7 @@ func (c *Client) clientTLS(host string) (*tls.Config, error) {
 func (s *Server) serverTLS() *tls.Config {
 	cfg := &tls.Config{
 		MinVersion:   tls.VersionTLS13,
-		NextProtos:   []string{alpn},
+		NextProtos:   s.o.protos,
 		Certificates: []tls.Certificate{s.o.Certificate},
 		// Bulk data: full-size records from the first byte.
 		DynamicRecordSizingDisabled: true,
