@@ -109,8 +109,10 @@ func newSender(tlsConn net.Conn, bc *batchConn) sender {
 }
 
 func (s sender) Flush() error {
-	if err := s.Writer.Flush(); err != nil {
-		return err
+	err := s.Writer.Flush()
+	// Even when TLS failed: what it gathered may be the alert saying why.
+	if ferr := s.bc.Flush(); err == nil {
+		err = ferr
 	}
-	return s.bc.Flush()
+	return err
 }
