@@ -21,9 +21,8 @@ const batchSize = 256 << 10
 type batchConn struct {
 	net.Conn
 	mu  sync.Mutex
-	on  bool
-	buf []byte
-	err error // the first failed socket write; later ones fail with it
+	buf []byte // nil until batch: writes pass straight through
+	err error  // the first failed socket write; later ones fail with it
 }
 
 func newBatchConn(c net.Conn) *batchConn { return &batchConn{Conn: c} }
@@ -32,7 +31,6 @@ func newBatchConn(c net.Conn) *batchConn { return &batchConn{Conn: c} }
 func (c *batchConn) batch() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.on = true
 	if c.buf == nil {
 		c.buf = make([]byte, 0, batchSize)
 	}
@@ -44,7 +42,7 @@ func (c *batchConn) Write(p []byte) (int, error) {
 	if c.err != nil {
 		return 0, c.err
 	}
-	if !c.on {
+	if c.buf == nil {
 		return c.Conn.Write(p)
 	}
 	if len(c.buf)+len(p) > cap(c.buf) {

@@ -86,16 +86,16 @@ func newSession(s *Server, d serverDisk, write bool) *session {
 	}
 }
 
-// run serves the session until the client says bye, the connection ends,
-// or the client breaks the protocol. Every write received is applied
-// before run returns. setWD sets the connection's write deadline; abort
-// closes the connection.
 // frameWriter is where a session's writer puts frames (a sender).
 type frameWriter interface {
 	Write(p []byte) (int, error)
 	Flush() error
 }
 
+// run serves the session until the client says bye, the connection ends,
+// or the client breaks the protocol. Every write received is applied
+// before run returns. setWD sets the connection's write deadline; abort
+// closes the connection.
 func (ss *session) run(ctx context.Context, r io.Reader, w frameWriter, setWD func(time.Time), abort func()) error {
 	ss.abortFn = abort
 	ss.sctx, ss.scancel = context.WithCancel(ctx)

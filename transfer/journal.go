@@ -16,7 +16,6 @@ import (
 	"sync"
 
 	"github.com/deltasync/deltasync/blockdiff"
-	"github.com/deltasync/deltasync/internal/bootid"
 )
 
 // JournalStore keeps journals by key. Keys are short lowercase hex
@@ -246,9 +245,6 @@ type journalRecord struct {
 	// that boot (see DurableEnd).
 	BootID string `json:"boot_id,omitempty"`
 }
-
-// machineBootID returns this boot's ID, or "" when it cannot be read.
-func machineBootID() string { return bootid.Read() }
 
 // journalKey names the journal of a target and range.
 func journalKey(targetID string, offset, length int64) string {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/internal/bootid"
 )
 
 // openJournal loads this run's journal, if any, and resumes from it.
@@ -42,7 +43,7 @@ func (r *run) openJournal(ctx context.Context) error {
 		if r.c.bootID != nil {
 			r.bootID = r.c.bootID()
 		} else {
-			r.bootID = machineBootID()
+			r.bootID = bootid.Read()
 		}
 	case ab != nil && ab.HostBootID() != "":
 		// Writes queued here: a save waits until they are applied on

@@ -806,7 +806,7 @@ func TestCrashModes(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, 3))
 	const bs = 4096
 	for _, powerLoss := range []bool{false, true} {
-		resumed, discarded := 0, 0
+		var tally rerunTally
 		for i := range 20 {
 			src := randImage(rng, 1<<20, bs)
 			s := newMemDisk(bytes.Clone(src), "src")
@@ -840,29 +840,44 @@ func TestCrashModes(t *testing.T) {
 			}
 			d.onWrite, d.onFlush = nil, nil
 			opts.Verify = true
-			st, err := Sync(context.Background(), s, d, opts)
-			if err != nil {
-				t.Fatalf("run %d: rerun: %v", i, err)
-			}
-			if !bytes.Equal(d.bytes(), src) {
-				t.Fatalf("run %d (power loss %v): target differs at %d after rerun", i, powerLoss, firstDiff(d.bytes(), src))
-			}
-			if st.Resumed {
-				resumed++
-			}
-			if st.JournalDiscarded {
-				discarded++
-			}
+			tally.rerun(t, i, src, d, func() (Stats, error) { return Sync(context.Background(), s, d, opts) })
 		}
-		t.Logf("power loss %v: %d of 20 resumed, %d journals discarded", powerLoss, resumed, discarded)
-		if powerLoss && resumed > 0 {
-			t.Fatal("a journal saved without a flush was trusted after a reboot")
-		}
-		if !powerLoss && resumed == 0 {
-			t.Fatal("no rerun resumed in the same boot")
-		}
-		if powerLoss && discarded == 0 {
-			t.Fatal("no journal was discarded after a reboot")
-		}
+		tally.check(t, "power loss", powerLoss)
+	}
+}
+
+// rerunTally checks the reruns of a crash test: each must end identical;
+// after a reboot no journal may be trusted and some must be discarded;
+// without one, some rerun must resume.
+type rerunTally struct{ runs, resumed, discarded int }
+
+func (rt *rerunTally) rerun(t *testing.T, i int, src []byte, d *memDisk, run func() (Stats, error)) {
+	t.Helper()
+	st, err := run()
+	if err != nil {
+		t.Fatalf("run %d: rerun: %v", i, err)
+	}
+	if !bytes.Equal(d.bytes(), src) {
+		t.Fatalf("run %d: target differs at %d after the rerun", i, firstDiff(d.bytes(), src))
+	}
+	rt.runs++
+	if st.Resumed {
+		rt.resumed++
+	}
+	if st.JournalDiscarded {
+		rt.discarded++
+	}
+}
+
+func (rt *rerunTally) check(t *testing.T, crash string, reboot bool) {
+	t.Helper()
+	t.Logf("%s %v: %d of %d resumed, %d journals discarded", crash, reboot, rt.resumed, rt.runs, rt.discarded)
+	switch {
+	case reboot && rt.resumed > 0:
+		t.Fatalf("%s: a journal saved before the reboot was trusted after it", crash)
+	case reboot && rt.discarded == 0:
+		t.Fatalf("%s: no journal was discarded after the reboot", crash)
+	case !reboot && rt.resumed == 0:
+		t.Fatalf("no rerun resumed without a %s", crash)
 	}
 }
