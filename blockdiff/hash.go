@@ -111,11 +111,12 @@ func (st *hashState) sum(p []byte) (s Sum) {
 }
 
 // pairs says whether sum2 hashes two blocks faster than sum does one after
-// the other.
-func (st *hashState) pairs() bool { return st.x3 != nil }
+// the other: XXH3 on a CPU with AVX-512.
+func (st *hashState) pairs() bool { return st.x3 != nil && xxh3pair.Pairs() }
 
-// sum2 returns sum(p) and sum(q). For XXH3 it hashes both at once: two
-// streams from memory instead of one (see internal/xxh3pair).
+// sum2 returns sum(p) and sum(q). For XXH3 blocks of the same length over
+// 1 KiB it hashes both at once where pairs says so: two streams from
+// memory instead of one (see internal/xxh3pair).
 func (st *hashState) sum2(p, q []byte) (sp, sq Sum) {
 	if st.x3 == nil {
 		return st.sum(p), st.sum(q)

@@ -11,66 +11,108 @@ import (
 	"testing"
 
 	"github.com/zeebo/xxh3"
+
+	"github.com/deltasync/deltasync/internal/xxh3pair"
 )
 
-// TestHashBlocksIsXXH3 checks every XXH3 block hash HashBlocks reports,
+// TestHashBlocksIsXXH3 checks every XXH3 block hash hashBlocks reports,
 // computed two blocks at a time where it can, against zeebo/xxh3's
 // Hash128Seed of that block alone: the values in signatures and on the
-// agent's wire stay XXH3-128, whatever the pairing. Block sizes that are
-// not a multiple of 1 KiB, a short last block, zero blocks and blocks
-// split at a range's edge are all in the mix.
+// agent's wire stay XXH3-128, whatever the pairing. In the mix: block
+// sizes that are not a multiple of 1 KiB, a short first block (Offset)
+// and a short last one, zero blocks, a block split in two where the
+// target ends (CompareHashes's splitAt), several chunks, and both an
+// in-memory reader and a mapped file.
 func TestHashBlocksIsXXH3(t *testing.T) {
-	r := rand.New(rand.NewPCG(5, 6))
-	for it := 0; it < 20; it++ {
+	if !xxh3pair.Pairs() {
+		t.Log("no AVX-512 here: blocks are hashed one at a time")
+	}
+	seed := rand.Uint64()
+	r := rand.New(rand.NewPCG(seed, 6))
+	dir := t.TempDir()
+	for it := 0; it < 24; it++ {
 		d := randomImage(r, 1+r.IntN(3<<20))
-		key, err := NewKey()
-		if err != nil {
-			t.Fatal(err)
-		}
+		var key Key
+		binary.LittleEndian.PutUint64(key[:], r.Uint64())
 		h := Hasher{Alg: XXH3, Key: key}
-		o := &Options{BlockSize: 512 * (1 + r.IntN(160))}
+		o := &Options{BlockSize: 512 * (1 + r.IntN(160)), ChunkSize: 1 << (16 + r.IntN(7)), Direct: DirectNever}
 		if it%4 == 3 {
 			o.Offset = int64(r.IntN(len(d)/512+1)) * 512
 		}
-		seed := binary.LittleEndian.Uint64(key[:8])
+		c, err := o.config()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if it%3 == 1 {
+			c.splitAt = int64(r.IntN(len(d) + 1))
+		}
+		var rd interface {
+			ReadAt([]byte, int64) (int, error)
+		} = bytes.NewReader(d)
+		if it%2 == 1 {
+			rd = writeFile(t, filepath.Join(dir, "d"), d)
+		}
+		var hs []BlockHash
+		if err := hashBlocks(context.Background(), rd, int64(len(d)), h, &c, func(bh BlockHash) error {
+			hs = append(hs, bh)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		xs := binary.LittleEndian.Uint64(key[:8])
 		n := 0
-		for _, bh := range sigHashes(t, d, h, o) {
+		for _, bh := range hs {
 			p := d[bh.Off : bh.Off+int64(bh.Len)]
 			if bh.Zero {
 				if !isZero(p) {
-					t.Fatalf("block at %d marked zero, is not", bh.Off)
+					t.Fatalf("seed %d: block at %d marked zero, is not", seed, bh.Off)
 				}
 				continue
 			}
-			want := xxh3.Hash128Seed(p, seed).Bytes()
+			want := xxh3.Hash128Seed(p, xs).Bytes()
 			if !bytes.Equal(bh.Sum[:16], want[:]) || bh.Sum != h.Sum(p) {
-				t.Fatalf("size %d, block size %d: block at %d (len %d) hash %x, want %x", len(d), o.BlockSize, bh.Off, bh.Len, bh.Sum[:16], want)
+				t.Fatalf("seed %d: size %d, block size %d, split at %d: block at %d (len %d) hash %x, want %x",
+					seed, len(d), o.BlockSize, c.splitAt, bh.Off, bh.Len, bh.Sum[:16], want)
 			}
 			n++
 		}
 		if n == 0 && o.Offset == 0 && len(d) > o.BlockSize {
-			t.Fatalf("size %d: no block hashed", len(d))
+			t.Fatalf("seed %d: size %d: no block hashed", seed, len(d))
 		}
 	}
 }
 
 // TestHashFaultIsError truncates a mapped file under HashBlocks: the
-// SIGBUS, raised inside the hashing loop, must come back as a FaultError.
+// SIGBUS, raised while blocks are hashed, must come back as a FaultError.
 // allData (direct_test.go) claims data everywhere, as a device's map
 // does, so the missing pages are read rather than skipped as holes.
+// The cuts are placed so that the fault is raised inside the hashing of a
+// pair (block 16 held, block 17's first page still there) and inside the
+// hashing of a block held alone at the end of a chunk.
 func TestHashFaultIsError(t *testing.T) {
-	dir := t.TempDir()
-	const size = 64 << 20
-	p := filepath.Join(dir, "d")
-	f := writeFile(t, p, bytes.Repeat([]byte{7}, size))
-	if err := os.Truncate(p, 1<<20); err != nil {
-		t.Fatal(err)
+	const size = 16 << 20
+	const bs = 64 << 10 // the default block size; 64 blocks a chunk
+	for _, cut := range []int64{17*bs + 4096, 63*bs + 4096} {
+		d := bytes.Repeat([]byte{7}, size)
+		if cut > 62*bs {
+			clear(d[62*bs : 63*bs]) // a zero block 62 leaves 63 alone
+		}
+		p := filepath.Join(t.TempDir(), "d")
+		f := writeFile(t, p, d)
+		if err := os.Truncate(p, cut); err != nil {
+			t.Fatal(err)
+		}
+		key, err := NewKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// One worker, so the fault is the first chunk's.
+		o := &Options{Direct: DirectNever, Concurrency: 1}
+		err = HashBlocks(context.Background(), allData{f}, size, Hasher{Alg: XXH3, Key: key}, o, func(BlockHash) error { return nil })
+		var fe *FaultError
+		if !errors.As(err, &fe) || !errors.Is(err, ErrFault) {
+			t.Fatalf("cut at %d: err = %v, want FaultError", cut, err)
+		}
+		t.Logf("cut at %d: %v", cut, err)
 	}
-	key, _ := NewKey()
-	err := HashBlocks(context.Background(), allData{f}, size, Hasher{Alg: XXH3, Key: key}, nil, func(BlockHash) error { return nil })
-	var fe *FaultError
-	if !errors.As(err, &fe) || !errors.Is(err, ErrFault) {
-		t.Fatalf("err = %v, want FaultError", err)
-	}
-	t.Logf("got: %v", err)
 }

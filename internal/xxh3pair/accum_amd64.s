@@ -74,6 +74,8 @@ TEXT ·accumBlocks(SB), NOSPLIT, $0-32
 	MOVQ      data+8(FP), SI
 	MOVQ      secret+16(FP), DX
 	MOVQ      nblocks+24(FP), CX
+	TESTQ     CX, CX
+	JZ        done
 	VMOVDQU64 (AX), Z0
 	LOADSECRET
 
@@ -103,6 +105,8 @@ block:
 
 	VMOVDQU64 Z0, (AX)
 	VZEROUPPER
+
+done:
 	RET
 
 // func accumBlocks2(acc0, acc1 *[8]uint64, d0, d1 *byte, secret *[192]byte, nblocks int)
@@ -113,6 +117,8 @@ TEXT ·accumBlocks2(SB), NOSPLIT, $0-48
 	MOVQ      d1+24(FP), DI
 	MOVQ      secret+32(FP), DX
 	MOVQ      nblocks+40(FP), CX
+	TESTQ     CX, CX
+	JZ        done2
 	VMOVDQU64 (AX), Z0
 	VMOVDQU64 (BX), Z12
 	LOADSECRET
@@ -148,6 +154,8 @@ block2:
 	VMOVDQU64 Z0, (AX)
 	VMOVDQU64 Z12, (BX)
 	VZEROUPPER
+
+done2:
 	RET
 
 // func accumStripes(acc *[8]uint64, data *byte, secret *byte, nstripes int)
@@ -156,6 +164,8 @@ TEXT ·accumStripes(SB), NOSPLIT, $0-32
 	MOVQ      data+8(FP), SI
 	MOVQ      secret+16(FP), DX
 	MOVQ      nstripes+24(FP), CX
+	TESTQ     CX, CX
+	JZ        done3
 	VMOVDQU64 (AX), Z0
 	VPXORQ    Z8, Z8, Z8
 
@@ -169,4 +179,6 @@ stripe:
 	VPADDQ    Z8, Z0, Z0
 	VMOVDQU64 Z0, (AX)
 	VZEROUPPER
+
+done3:
 	RET

@@ -84,8 +84,9 @@ func (h *Hasher) Sum(p []byte) [16]byte {
 	return h.finish(&acc, p, nb)
 }
 
-// Sum2 returns Sum(p) and Sum(q), hashing both at once when they have the
-// same length.
+// Sum2 returns Sum(p) and Sum(q). With the assembly (Pairs) and inputs of
+// the same length over 1 KiB it hashes both at once; otherwise it is two
+// calls of Sum.
 func (h *Hasher) Sum2(p, q []byte) (sp, sq [16]byte) {
 	if !useAsm || len(p) != len(q) || len(p) <= blockLen {
 		return h.Sum(p), h.Sum(q)
@@ -95,6 +96,10 @@ func (h *Hasher) Sum2(p, q []byte) (sp, sq [16]byte) {
 	accumBlocks2(&ap, &aq, &p[0], &q[0], &h.secret, nb)
 	return h.finish(&ap, p, nb), h.finish(&aq, q, nb)
 }
+
+// Pairs says whether this CPU runs the assembly, so that Sum2 on two
+// inputs is faster than Sum on each.
+func Pairs() bool { return useAsm }
 
 // finish accumulates what follows p's nb full blocks (the stripes of the
 // last partial block, then the last 64 bytes with the secret's end) and

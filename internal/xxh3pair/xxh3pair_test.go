@@ -26,6 +26,7 @@ func TestMatchesZeebo(t *testing.T) {
 			continue
 		}
 		save := useAsm
+		defer func() { useAsm = save }()
 		useAsm = asm
 		for _, seed := range seeds {
 			h := New(seed)
@@ -53,6 +54,24 @@ func TestMatchesZeebo(t *testing.T) {
 	}
 }
 
+// TestZeroCounts: the assembly loops leave the accumulators alone for a
+// count of 0 (they decrement before testing, so without a guard they
+// would run 2^64 times).
+func TestZeroCounts(t *testing.T) {
+	if !useAsm {
+		t.Skip("no AVX-512 here")
+	}
+	h := New(9)
+	a, b := initAcc, initAcc
+	var d [64]byte
+	accumBlocks(&a, &d[0], &h.secret, 0)
+	accumBlocks2(&a, &b, &d[0], &d[0], &h.secret, 0)
+	accumStripes(&a, &d[0], &h.secret[0], 0)
+	if a != initAcc || b != initAcc {
+		t.Fatalf("accumulators changed: %x %x", a, b)
+	}
+}
+
 // TestStreamsIndependent: changing one byte of one input of Sum2 changes
 // that input's hash only, wherever the byte is.
 func TestStreamsIndependent(t *testing.T) {
@@ -63,12 +82,14 @@ func TestStreamsIndependent(t *testing.T) {
 	h := New(42)
 	sp, sq := h.Sum2(p, q)
 	for _, i := range []int{0, 63, 64, 1023, 1024, 40000, 65472, 65535} {
-		q[i] ^= 1
-		gp, gq := h.Sum2(p, q)
-		if gp != sp || gq == sq {
-			t.Fatalf("byte %d of the second input: first hash changed %v, second changed %v", i, gp != sp, gq != sq)
+		for which, b := range [][]byte{p, q} {
+			b[i] ^= 1
+			gp, gq := h.Sum2(p, q)
+			if (gp != sp) != (which == 0) || (gq != sq) != (which == 1) {
+				t.Fatalf("byte %d of input %d: first hash changed %v, second changed %v", i, which+1, gp != sp, gq != sq)
+			}
+			b[i] ^= 1
 		}
-		q[i] ^= 1
 	}
 }
 
