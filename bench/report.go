@@ -237,7 +237,7 @@ func (r *Report) markdown() string {
 	for _, n := range r.Notes {
 		fmt.Fprintf(&b, "Note: %s\n\n", n)
 	}
-	b.WriteString("Times are medians of the runs [min-max]; the ratio is to the floor (reading the case's files in parallel with plain reads) measured in the same repetition. Memory is peak RssAnon (anonymous) and VmHWM (resident, mapped file pages included). Read and written are /proc/PID/io read_bytes and write_bytes, counted by the kernel (whole page-cache folios: a 4 KiB change inside a 64 KiB folio is written back as 64 KiB); 'tool wrote' is what deltasync itself wrote and cleared (what would cross a network); 'wire' is counted by a proxy between client and agent. Every target was verified identical to its source after each run.\n\n")
+	b.WriteString("Times are medians of the runs [min-max]; the ratio is to the floor (reading the case's files in parallel with plain reads) measured in the same repetition. Memory is peak RssAnon (anonymous) and VmHWM (resident, mapped file pages included). Read and written are /proc/PID/io read_bytes and write_bytes, counted by the kernel (whole page-cache folios: a 4 KiB change inside a 64 KiB folio is written back as 64 KiB); 'tool wrote' is what deltasync itself wrote and cleared (what would cross a network); 'wire' is what crossed between client and agent, counted by the kernel on the loopback interface (IP and TCP headers and acknowledgements included). Every target was verified identical to its source after each run.\n\n")
 	b.WriteString("| case | tool | time s [min-max] | × floor | CPU s | anon MiB | VmHWM MiB | read MiB | written MiB | tool wrote MiB | wire MiB | changed MiB |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, res := range r.Results {
