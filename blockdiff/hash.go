@@ -110,8 +110,8 @@ func (st *hashState) sum(p []byte) (s Sum) {
 	return s
 }
 
-// pairs says whether sum2 hashes two blocks faster than sum does one after
-// the other: XXH3 on a CPU with AVX-512.
+// pairs says whether sum2 and sum4 hash two and four blocks faster than
+// sum does one after the other: XXH3 on a CPU with AVX-512.
 func (st *hashState) pairs() bool { return st.x3 != nil && xxh3pair.Pairs() }
 
 // sum2 returns sum(p) and sum(q). For XXH3 blocks of the same length over
@@ -125,6 +125,21 @@ func (st *hashState) sum2(p, q []byte) (sp, sq Sum) {
 	copy(sp[:], vp[:])
 	copy(sq[:], vq[:])
 	return sp, sq
+}
+
+// sum4 sets each *out[i] to sum(b[i]), the four hashed at once where
+// pairs says so (more loads in flight again than two).
+func (st *hashState) sum4(b *[4][]byte, out [4]*Sum) {
+	if st.x3 == nil {
+		for i := range b {
+			*out[i] = st.sum(b[i])
+		}
+		return
+	}
+	v := st.x3.Sum4(b)
+	for i := range v {
+		copy(out[i][:], v[i][:])
+	}
 }
 
 // Sum returns the hash of one block. HashBlocks is the fast way to hash a
@@ -242,11 +257,12 @@ func hashChunk(ctx context.Context, c *config, d *disk, st *hashState, ch chunk,
 	pairs := st.pairs()
 	withFaults(func() {
 		defer catchFault(&err, &w)
-		// held is the index in hs of a block waiting to be hashed with
-		// the next block that needs a hash, or -1.
-		held := -1
-		heldData := func() []byte {
-			h := hs[held]
+		// held are the indexes in hs of blocks waiting to be hashed
+		// four at a time with the next that need a hash.
+		var held [4]int
+		nheld := 0
+		data := func(i int) []byte {
+			h := hs[i]
 			return v.b[h.Off-ch.off : h.Off-ch.off+int64(h.Len)]
 		}
 		for b := ch.off; b < end; {
@@ -261,17 +277,25 @@ func hashChunk(ctx context.Context, c *config, d *disk, st *hashState, ch chunk,
 				bh.Zero = true
 			} else if !pairs {
 				bh.Sum = st.sum(p)
-			} else if held < 0 {
-				held = len(hs)
 			} else {
-				hs[held].Sum, bh.Sum = st.sum2(heldData(), p)
-				held = -1
+				held[nheld] = len(hs)
+				nheld++
 			}
 			hs = append(hs, bh)
+			if nheld == 4 {
+				st.sum4(&[4][]byte{data(held[0]), data(held[1]), data(held[2]), data(held[3])},
+					[4]*Sum{&hs[held[0]].Sum, &hs[held[1]].Sum, &hs[held[2]].Sum, &hs[held[3]].Sum})
+				nheld = 0
+			}
 			b = e
 		}
-		if held >= 0 {
-			hs[held].Sum = st.sum(heldData())
+		if nheld >= 2 {
+			hs[held[0]].Sum, hs[held[1]].Sum = st.sum2(data(held[0]), data(held[1]))
+			held[0], held[1] = held[2], held[3]
+			nheld -= 2
+		}
+		if nheld == 1 {
+			hs[held[0]].Sum = st.sum(data(held[0]))
 		}
 	})
 	return hs, err

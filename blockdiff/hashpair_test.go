@@ -85,21 +85,28 @@ func TestHashBlocksIsXXH3(t *testing.T) {
 // TestHashFaultIsError truncates a mapped file under HashBlocks: the
 // SIGBUS, raised while blocks are hashed, must come back as a FaultError.
 // allData (direct_test.go) claims data everywhere, as a device's map
-// does, so the missing pages are read rather than skipped as holes.
-// The cuts are placed so that the fault is raised inside the hashing of a
-// pair (block 16 held, block 17's first page still there) and inside the
-// hashing of a block held alone at the end of a chunk.
+// does, so the missing pages are read rather than skipped as holes. Each
+// cut leaves the first page of the block it falls in, so the fault is
+// raised inside the hashing of: four blocks at once (16-19); a pair left
+// at the disk's end (60, 61); a block left alone at a chunk's end (63,
+// after 60 and 61 are hashed as a pair and zero block 62 is skipped).
 func TestHashFaultIsError(t *testing.T) {
-	const size = 16 << 20
 	const bs = 64 << 10 // the default block size; 64 blocks a chunk
-	for _, cut := range []int64{17*bs + 4096, 63*bs + 4096} {
-		d := bytes.Repeat([]byte{7}, size)
-		if cut > 62*bs {
-			clear(d[62*bs : 63*bs]) // a zero block 62 leaves 63 alone
+	for _, tc := range []struct {
+		size, cut int64
+		zero      int // a zero block, or -1
+	}{
+		{16 << 20, 19*bs + 4096, -1},
+		{62 * bs, 61*bs + 4096, -1},
+		{16 << 20, 63*bs + 4096, 62},
+	} {
+		d := bytes.Repeat([]byte{7}, int(tc.size))
+		if tc.zero >= 0 {
+			clear(d[tc.zero*bs : (tc.zero+1)*bs])
 		}
 		p := filepath.Join(t.TempDir(), "d")
 		f := writeFile(t, p, d)
-		if err := os.Truncate(p, cut); err != nil {
+		if err := os.Truncate(p, tc.cut); err != nil {
 			t.Fatal(err)
 		}
 		key, err := NewKey()
@@ -108,11 +115,11 @@ func TestHashFaultIsError(t *testing.T) {
 		}
 		// One worker, so the fault is the first chunk's.
 		o := &Options{Direct: DirectNever, Concurrency: 1}
-		err = HashBlocks(context.Background(), allData{f}, size, Hasher{Alg: XXH3, Key: key}, o, func(BlockHash) error { return nil })
+		err = HashBlocks(context.Background(), allData{f}, tc.size, Hasher{Alg: XXH3, Key: key}, o, func(BlockHash) error { return nil })
 		var fe *FaultError
 		if !errors.As(err, &fe) || !errors.Is(err, ErrFault) {
-			t.Fatalf("cut at %d: err = %v, want FaultError", cut, err)
+			t.Fatalf("cut at %d: err = %v, want FaultError", tc.cut, err)
 		}
-		t.Logf("cut at %d: %v", cut, err)
+		t.Logf("cut at %d: %v", tc.cut, err)
 	}
 }

@@ -19,6 +19,11 @@ func accumBlocks(acc *[8]uint64, data *byte, secret *[secretSize]byte, nblocks i
 //go:noescape
 func accumBlocks2(acc0, acc1 *[8]uint64, d0, d1 *byte, secret *[secretSize]byte, nblocks int)
 
+// accumBlocks4 is accumBlocks on four inputs at once.
+//
+//go:noescape
+func accumBlocks4(accs *[4][8]uint64, data *[4]*byte, secret *[secretSize]byte, nblocks int)
+
 // accumStripes accumulates nstripes 64-byte stripes of data, the secret
 // advancing 8 bytes a stripe, without scrambling.
 //

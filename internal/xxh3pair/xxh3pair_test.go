@@ -18,7 +18,7 @@ var seeds = []uint64{0, 1, 0x9E3779B185EBCA87, 0xffffffffffffffff, 0x0123456789a
 // assembly and without (the fallback every other CPU takes).
 func TestMatchesZeebo(t *testing.T) {
 	r := rand.New(rand.NewSource(1))
-	buf := make([]byte, 2<<20+64)
+	buf := make([]byte, 4<<20+64)
 	r.Read(buf)
 	for _, asm := range []bool{true, false} {
 		if asm && !useAsm {
@@ -41,7 +41,16 @@ func TestMatchesZeebo(t *testing.T) {
 					if gp != wp || gq != wq {
 						t.Fatalf("asm=%v seed=%#x len=%d off=%d: Sum2 %x %x, want %x %x", asm, seed, n, off, gp, gq, wp, wq)
 					}
+					x, y := buf[off+2*n+5:off+3*n+5], buf[off+3*n+8:off+4*n+8]
+					wx, wy := xxh3.Hash128Seed(x, seed).Bytes(), xxh3.Hash128Seed(y, seed).Bytes()
+					if g := h.Sum4(&[4][]byte{p, q, x, y}); g != [4][16]byte{wp, wq, wx, wy} {
+						t.Fatalf("asm=%v seed=%#x len=%d off=%d: Sum4 %x, want %x %x %x %x", asm, seed, n, off, g, wp, wq, wx, wy)
+					}
 					if n > 0 {
+						wy1 := xxh3.Hash128Seed(y[:n-1], seed).Bytes()
+						if g := h.Sum4(&[4][]byte{p, q, x, y[:n-1]}); g != [4][16]byte{wp, wq, wx, wy1} {
+							t.Fatalf("asm=%v seed=%#x len=%d,%d: Sum4 %x, want %x %x %x %x", asm, seed, n, n-1, g, wp, wq, wx, wy1)
+						}
 						gp, gq = h.Sum2(p, q[:n-1]) // unequal lengths
 						if wq1 := xxh3.Hash128Seed(q[:n-1], seed).Bytes(); gp != wp || gq != wq1 {
 							t.Fatalf("asm=%v seed=%#x len=%d,%d: Sum2 %x %x, want %x %x", asm, seed, n, n-1, gp, gq, wp, wq1)
@@ -67,8 +76,10 @@ func TestZeroCounts(t *testing.T) {
 	accumBlocks(&a, &d[0], &h.secret, 0)
 	accumBlocks2(&a, &b, &d[0], &d[0], &h.secret, 0)
 	accumStripes(&a, &d[0], &h.secret[0], 0)
-	if a != initAcc || b != initAcc {
-		t.Fatalf("accumulators changed: %x %x", a, b)
+	four := [4][8]uint64{initAcc, initAcc, initAcc, initAcc}
+	accumBlocks4(&four, &[4]*byte{&d[0], &d[0], &d[0], &d[0]}, &h.secret, 0)
+	if a != initAcc || b != initAcc || four != [4][8]uint64{initAcc, initAcc, initAcc, initAcc} {
+		t.Fatalf("accumulators changed: %x %x %x", a, b, four)
 	}
 }
 
@@ -89,6 +100,25 @@ func TestStreamsIndependent(t *testing.T) {
 				t.Fatalf("byte %d of input %d: first hash changed %v, second changed %v", i, which+1, gp != sp, gq != sq)
 			}
 			b[i] ^= 1
+		}
+	}
+	// The same for Sum4: each of the four inputs in turn.
+	var in [4][]byte
+	for k := range in {
+		in[k] = make([]byte, 65536)
+		r.Read(in[k])
+	}
+	want := h.Sum4(&in)
+	for _, i := range []int{0, 1023, 1024, 65535} {
+		for k := range in {
+			in[k][i] ^= 1
+			got := h.Sum4(&in)
+			for j := range got {
+				if (got[j] != want[j]) != (j == k) {
+					t.Fatalf("Sum4: byte %d of input %d flipped: hash %d changed %v", i, k+1, j+1, got[j] != want[j])
+				}
+			}
+			in[k][i] ^= 1
 		}
 	}
 }
