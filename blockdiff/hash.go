@@ -130,6 +130,9 @@ func (st *hashState) sum2(p, q []byte) (sp, sq Sum) {
 // sum4 sets each *out[i] to sum(b[i]), the four hashed at once where
 // pairs says so (more loads in flight again than two).
 func (st *hashState) sum4(b *[4][]byte, out [4]*Sum) {
+	for _, o := range out {
+		*o = Sum{} // XXH3 fills only the first 16 bytes
+	}
 	if st.x3 == nil {
 		for i := range b {
 			*out[i] = st.sum(b[i])

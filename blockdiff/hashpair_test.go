@@ -16,7 +16,8 @@ import (
 )
 
 // TestHashBlocksIsXXH3 checks every XXH3 block hash hashBlocks reports,
-// computed two blocks at a time where it can, against zeebo/xxh3's
+// computed four blocks at a time where it can (a pair or one alone at a
+// chunk's end), against zeebo/xxh3's
 // Hash128Seed of that block alone: the values in signatures and on the
 // agent's wire stay XXH3-128, whatever the pairing. In the mix: block
 // sizes that are not a multiple of 1 KiB, a short first block (Offset)

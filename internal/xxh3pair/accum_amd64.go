@@ -9,7 +9,7 @@ import "golang.org/x/sys/cpu"
 var useAsm = cpu.X86.HasAVX512F && cpu.X86.HasAVX512DQ
 
 // accumBlocks accumulates nblocks full 1 KiB blocks of data, scrambling
-// after each. The loops of all three return at once for a count of 0.
+// after each. The loops of all four return at once for a count of 0.
 //
 //go:noescape
 func accumBlocks(acc *[8]uint64, data *byte, secret *[secretSize]byte, nblocks int)

@@ -9,10 +9,11 @@
 //	acc ^= acc >> 47;  acc ^= secret[128:192];  acc *= PRIME32_1
 // The two sums go to separate registers within a block (addition mod
 // 2^64 is associative), so consecutive stripes do not wait on each other.
-// Registers: Z0 acc, Z8 the block's data sums, Z6 the scramble secret,
-// Z7 PRIME32_1 in every lane, Z16-Z31 the secret at offsets 0, 8, ... 120
-// (one per stripe of a block); the second stream of accumBlocks2 uses
-// Z12 and Z13 as the first uses Z0 and Z8.
+// Registers: Z0 acc, Z8 the block's data sums, Z6 the scramble secret, Z7
+// PRIME32_1 in every lane, Z16-Z31 the secret at offsets 0, 8, ... 120
+// (one per stripe of a block); the second stream of accumBlocks2 uses Z12
+// and Z13 as the first uses Z0 and Z8. accumBlocks4 shares Z6, Z7 and
+// Z16-Z31 but has its own accumulators and sums (see STRIPE4).
 
 // STRIPE(src, off, key, acc, sum): one stripe from off(src).
 #define STRIPE(src, off, key, acc, sum) \

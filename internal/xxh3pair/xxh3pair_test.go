@@ -14,7 +14,7 @@ var lengths = []int{0, 1, 3, 4, 8, 9, 16, 17, 128, 129, 240, 241, 255, 256, 320,
 
 var seeds = []uint64{0, 1, 0x9E3779B185EBCA87, 0xffffffffffffffff, 0x0123456789abcdef}
 
-// TestMatchesZeebo checks Sum and Sum2 against zeebo/xxh3, with the
+// TestMatchesZeebo checks Sum, Sum2 and Sum4 against zeebo/xxh3, with the
 // assembly and without (the fallback every other CPU takes).
 func TestMatchesZeebo(t *testing.T) {
 	r := rand.New(rand.NewSource(1))
