@@ -51,7 +51,7 @@
 // about 11 GB/s per core here, against 4 GB/s for xxhash64 and 2.4 GB/s for
 // BLAKE3 (BenchmarkHashes): hashing stays below the disk's speed. On a CPU
 // with AVX-512, blocks of equal length are hashed four at a time
-// (internal/xxh3pair): several streams from memory keep more loads in
+// (internal/xxh3multi): several streams from memory keep more loads in
 // flight than one, and a cached 4 GiB disk hashes in 0.21-0.25 s instead
 // of 0.24-0.27 s on two cores. The values are XXH3-128's either way. XXH3 is
 // not cryptographic: whoever knows the seed can construct two blocks with

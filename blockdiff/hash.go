@@ -11,7 +11,7 @@ import (
 
 	"github.com/zeebo/blake3"
 
-	"github.com/deltasync/deltasync/internal/xxh3pair"
+	"github.com/deltasync/deltasync/internal/xxh3multi"
 )
 
 // HashAlgorithm names the keyed block hash of hash mode and signatures.
@@ -78,7 +78,7 @@ func (h Hasher) check() error {
 // hashState is a per-goroutine hashing state.
 type hashState struct {
 	h  Hasher
-	x3 *xxh3pair.Hasher
+	x3 *xxh3multi.Hasher
 	b3 *blake3.Hasher
 }
 
@@ -86,7 +86,7 @@ func (h Hasher) state() *hashState {
 	st := &hashState{h: h}
 	switch h.Alg {
 	case XXH3:
-		st.x3 = xxh3pair.New(binary.LittleEndian.Uint64(h.Key[:8]))
+		st.x3 = xxh3multi.New(binary.LittleEndian.Uint64(h.Key[:8]))
 	case BLAKE3:
 		b, err := blake3.NewKeyed(h.Key[:])
 		if err != nil {
@@ -110,37 +110,17 @@ func (st *hashState) sum(p []byte) (s Sum) {
 	return s
 }
 
-// pairs says whether sum2 and sum4 hash two and four blocks faster than
-// sum does one after the other: XXH3 on a CPU with AVX-512.
-func (st *hashState) pairs() bool { return st.x3 != nil && xxh3pair.Pairs() }
+// grouped says whether sum4 hashes four blocks faster than sum does one
+// after the other: XXH3 on a CPU with AVX-512.
+func (st *hashState) grouped() bool { return st.x3 != nil && xxh3multi.Fast() }
 
-// sum2 returns sum(p) and sum(q). For XXH3 blocks of the same length over
-// 1 KiB it hashes both at once where pairs says so: two streams from
-// memory instead of one (see internal/xxh3pair).
-func (st *hashState) sum2(p, q []byte) (sp, sq Sum) {
-	if st.x3 == nil {
-		return st.sum(p), st.sum(q)
-	}
-	vp, vq := st.x3.Sum2(p, q)
-	copy(sp[:], vp[:])
-	copy(sq[:], vq[:])
-	return sp, sq
-}
-
-// sum4 sets each *out[i] to sum(b[i]), the four hashed at once where
-// pairs says so (more loads in flight again than two).
+// sum4 sets each *out[i] to sum(b[i]), the four XXH3 hashes computed at
+// once (four streams from memory instead of one; see internal/xxh3multi).
+// Only for a grouped state.
 func (st *hashState) sum4(b *[4][]byte, out [4]*Sum) {
-	for _, o := range out {
-		*o = Sum{} // XXH3 fills only the first 16 bytes
-	}
-	if st.x3 == nil {
-		for i := range b {
-			*out[i] = st.sum(b[i])
-		}
-		return
-	}
 	v := st.x3.Sum4(b)
 	for i := range v {
+		*out[i] = Sum{}
 		copy(out[i][:], v[i][:])
 	}
 }
@@ -257,11 +237,12 @@ func hashChunk(ctx context.Context, c *config, d *disk, st *hashState, ch chunk,
 	if n := int((end-ch.off+bs-1)/bs + 1); cap(hs) < n {
 		hs = make([]BlockHash, 0, n)
 	}
-	pairs := st.pairs()
+	grouped := st.grouped()
 	withFaults(func() {
 		defer catchFault(&err, &w)
 		// held are the indexes in hs of blocks waiting to be hashed
-		// four at a time with the next that need a hash.
+		// four at a time; those left at the chunk's end are hashed
+		// one by one.
 		var held [4]int
 		nheld := 0
 		data := func(i int) []byte {
@@ -278,7 +259,7 @@ func hashChunk(ctx context.Context, c *config, d *disk, st *hashState, ch chunk,
 				bh.Zero = true
 			} else if p := v.b[b-ch.off : e-ch.off]; isZero(p) {
 				bh.Zero = true
-			} else if !pairs {
+			} else if !grouped {
 				bh.Sum = st.sum(p)
 			} else {
 				held[nheld] = len(hs)
@@ -292,13 +273,8 @@ func hashChunk(ctx context.Context, c *config, d *disk, st *hashState, ch chunk,
 			}
 			b = e
 		}
-		if nheld >= 2 {
-			hs[held[0]].Sum, hs[held[1]].Sum = st.sum2(data(held[0]), data(held[1]))
-			held[0], held[1] = held[2], held[3]
-			nheld -= 2
-		}
-		if nheld == 1 {
-			hs[held[0]].Sum = st.sum(data(held[0]))
+		for _, i := range held[:nheld] {
+			hs[i].Sum = st.sum(data(i))
 		}
 	})
 	return hs, err

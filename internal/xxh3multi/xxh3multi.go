@@ -1,6 +1,6 @@
-// Package xxh3pair computes XXH3-128 with a seed, bit for bit the value of
-// github.com/zeebo/xxh3's Hash128Seed, with its own AVX-512 loops for long
-// inputs that hash two or four equal-length blocks at once.
+// Package xxh3multi computes XXH3-128 with a seed, bit for bit the value
+// of github.com/zeebo/xxh3's Hash128Seed, with its own AVX-512 loop that
+// hashes four equal-length inputs at once.
 //
 // Hashing a disk's blocks is bound by how fast memory delivers them, not
 // by the arithmetic: one stream at a time leaves the core waiting on
@@ -9,9 +9,9 @@
 // one core, 64 KiB blocks (go test -bench in a scratch module, mapping
 // the file): with 4 KiB page-cache folios 9.8 GB/s one block at a time
 // with zeebo/xxh3, 12.1 GB/s two at a time, 12.7 four at a time; in
-// another state of the cache 8.0, 9.0 and 10.4 GB/s. Without AVX-512 (or
-// off amd64) every call goes to zeebo/xxh3.
-package xxh3pair
+// another state of the cache 8.0, 9.0 and 10.4 GB/s. A single input, and
+// every input without AVX-512 (or off amd64), goes to zeebo/xxh3.
+package xxh3multi
 
 import (
 	"encoding/binary"
@@ -40,7 +40,6 @@ const (
 	secretSize = 192
 	stripeLen  = 64
 	blockLen   = 1024 // 16 stripes, each consuming 8 more bytes of secret
-	midLimit   = 240  // inputs up to this long take XXH3's short paths
 
 	prime32_1 = 0x9E3779B1
 	prime32_2 = 0x85EBCA77
@@ -73,39 +72,17 @@ func New(seed uint64) *Hasher {
 
 // Sum returns XXH3-128 of p with the Hasher's seed, high half first
 // (zeebo/xxh3's Uint128.Bytes).
-func (h *Hasher) Sum(p []byte) [16]byte {
-	if !useAsm || len(p) <= midLimit {
-		return xxh3.Hash128Seed(p, h.seed).Bytes()
-	}
-	acc := initAcc
-	nb := (len(p) - 1) / blockLen
-	if nb > 0 {
-		accumBlocks(&acc, &p[0], &h.secret, nb)
-	}
-	return h.finish(&acc, p, nb)
-}
+func (h *Hasher) Sum(p []byte) [16]byte { return xxh3.Hash128Seed(p, h.seed).Bytes() }
 
-// Sum2 returns Sum(p) and Sum(q). With the assembly (Pairs) and inputs of
-// the same length over 1 KiB it hashes both at once; otherwise it is two
-// calls of Sum.
-func (h *Hasher) Sum2(p, q []byte) (sp, sq [16]byte) {
-	if !useAsm || len(p) != len(q) || len(p) <= blockLen {
-		return h.Sum(p), h.Sum(q)
-	}
-	ap, aq := initAcc, initAcc
-	nb := (len(p) - 1) / blockLen
-	accumBlocks2(&ap, &aq, &p[0], &q[0], &h.secret, nb)
-	return h.finish(&ap, p, nb), h.finish(&aq, q, nb)
-}
-
-// Sum4 returns the Sum of each of b. With the assembly (Pairs) and four
+// Sum4 returns the Sum of each of b. With the assembly (Fast) and four
 // inputs of the same length over 1 KiB it hashes all four at once;
-// otherwise it is two calls of Sum2.
+// otherwise it is four calls of Sum.
 func (h *Hasher) Sum4(b *[4][]byte) (s [4][16]byte) {
 	n := len(b[0])
 	if !useAsm || n <= blockLen || len(b[1]) != n || len(b[2]) != n || len(b[3]) != n {
-		s[0], s[1] = h.Sum2(b[0], b[1])
-		s[2], s[3] = h.Sum2(b[2], b[3])
+		for i := range b {
+			s[i] = h.Sum(b[i])
+		}
 		return s
 	}
 	accs := [4][8]uint64{initAcc, initAcc, initAcc, initAcc}
@@ -118,9 +95,9 @@ func (h *Hasher) Sum4(b *[4][]byte) (s [4][16]byte) {
 	return s
 }
 
-// Pairs says whether this CPU runs the assembly, so that Sum2 and Sum4
-// are faster than Sum on each input.
-func Pairs() bool { return useAsm }
+// Fast says whether this CPU runs the assembly, so that Sum4 is faster
+// than Sum on each input.
+func Fast() bool { return useAsm }
 
 // finish accumulates what follows p's nb full blocks (the stripes of the
 // last partial block, then the last 64 bytes with the secret's end) and

@@ -7,40 +7,12 @@
 //	acc[i^1] += v;  acc[i] += lo32(k) * hi32(k)
 // and after each 1 KiB block the scramble
 //	acc ^= acc >> 47;  acc ^= secret[128:192];  acc *= PRIME32_1
-// The two sums go to separate registers within a block (addition mod
+// The data sums go to a separate register within a block (addition mod
 // 2^64 is associative), so consecutive stripes do not wait on each other.
-// Registers: Z0 acc, Z8 the block's data sums, Z6 the scramble secret, Z7
-// PRIME32_1 in every lane, Z16-Z31 the secret at offsets 0, 8, ... 120
-// (one per stripe of a block); the second stream of accumBlocks2 uses Z12
-// and Z13 as the first uses Z0 and Z8. accumBlocks4 shares Z6, Z7 and
-// Z16-Z31 but has its own accumulators and sums (see STRIPE4).
-
-// STRIPE(src, off, key, acc, sum): one stripe from off(src).
-#define STRIPE(src, off, key, acc, sum) \
-	VMOVDQU64 off(src), Z1 \
-	VPXORQ    key, Z1, Z2 \
-	VPSHUFD   $0x31, Z2, Z3 \
-	VPMULUDQ  Z2, Z3, Z3 \
-	VPSHUFD   $0x4E, Z1, Z1 \
-	VPADDQ    Z1, sum, sum \
-	VPADDQ    Z3, acc, acc
-
-// STRIPE2: one stripe of each stream, interleaved.
-#define STRIPE2(off, key) \
-	VMOVDQU64 off(SI), Z1 \
-	VMOVDQU64 off(DI), Z4 \
-	VPXORQ    key, Z1, Z2 \
-	VPXORQ    key, Z4, Z5 \
-	VPSHUFD   $0x31, Z2, Z3 \
-	VPSHUFD   $0x31, Z5, Z9 \
-	VPMULUDQ  Z2, Z3, Z3 \
-	VPMULUDQ  Z5, Z9, Z9 \
-	VPSHUFD   $0x4E, Z1, Z1 \
-	VPSHUFD   $0x4E, Z4, Z4 \
-	VPADDQ    Z1, Z8, Z8 \
-	VPADDQ    Z4, Z13, Z13 \
-	VPADDQ    Z3, Z0, Z0 \
-	VPADDQ    Z9, Z12, Z12
+// Registers of accumBlocks4: Z0, Z8, Z9, Z10 the four accumulators, Z11-Z14
+// their block's data sums, Z6 the scramble secret, Z7 PRIME32_1 in every
+// lane, Z16-Z31 the secret at offsets 0, 8, ... 120 (one per stripe of a
+// block), Z1-Z5 and Z15 temporaries.
 
 // SCRAMBLE(acc, t)
 #define SCRAMBLE(acc, t) \
@@ -68,96 +40,6 @@
 	VMOVDQU64    104(DX), Z29 \
 	VMOVDQU64    112(DX), Z30 \
 	VMOVDQU64    120(DX), Z31
-
-// func accumBlocks(acc *[8]uint64, data *byte, secret *[192]byte, nblocks int)
-TEXT ·accumBlocks(SB), NOSPLIT, $0-32
-	MOVQ      acc+0(FP), AX
-	MOVQ      data+8(FP), SI
-	MOVQ      secret+16(FP), DX
-	MOVQ      nblocks+24(FP), CX
-	TESTQ     CX, CX
-	JZ        done
-	VMOVDQU64 (AX), Z0
-	LOADSECRET
-
-block:
-	VPXORQ Z8, Z8, Z8
-	STRIPE(SI, 0, Z16, Z0, Z8)
-	STRIPE(SI, 64, Z17, Z0, Z8)
-	STRIPE(SI, 128, Z18, Z0, Z8)
-	STRIPE(SI, 192, Z19, Z0, Z8)
-	STRIPE(SI, 256, Z20, Z0, Z8)
-	STRIPE(SI, 320, Z21, Z0, Z8)
-	STRIPE(SI, 384, Z22, Z0, Z8)
-	STRIPE(SI, 448, Z23, Z0, Z8)
-	STRIPE(SI, 512, Z24, Z0, Z8)
-	STRIPE(SI, 576, Z25, Z0, Z8)
-	STRIPE(SI, 640, Z26, Z0, Z8)
-	STRIPE(SI, 704, Z27, Z0, Z8)
-	STRIPE(SI, 768, Z28, Z0, Z8)
-	STRIPE(SI, 832, Z29, Z0, Z8)
-	STRIPE(SI, 896, Z30, Z0, Z8)
-	STRIPE(SI, 960, Z31, Z0, Z8)
-	VPADDQ Z8, Z0, Z0
-	SCRAMBLE(Z0, Z1)
-	ADDQ   $1024, SI
-	DECQ   CX
-	JNZ    block
-
-	VMOVDQU64 Z0, (AX)
-	VZEROUPPER
-
-done:
-	RET
-
-// func accumBlocks2(acc0, acc1 *[8]uint64, d0, d1 *byte, secret *[192]byte, nblocks int)
-TEXT ·accumBlocks2(SB), NOSPLIT, $0-48
-	MOVQ      acc0+0(FP), AX
-	MOVQ      acc1+8(FP), BX
-	MOVQ      d0+16(FP), SI
-	MOVQ      d1+24(FP), DI
-	MOVQ      secret+32(FP), DX
-	MOVQ      nblocks+40(FP), CX
-	TESTQ     CX, CX
-	JZ        done2
-	VMOVDQU64 (AX), Z0
-	VMOVDQU64 (BX), Z12
-	LOADSECRET
-
-block2:
-	VPXORQ Z8, Z8, Z8
-	VPXORQ Z13, Z13, Z13
-	STRIPE2(0, Z16)
-	STRIPE2(64, Z17)
-	STRIPE2(128, Z18)
-	STRIPE2(192, Z19)
-	STRIPE2(256, Z20)
-	STRIPE2(320, Z21)
-	STRIPE2(384, Z22)
-	STRIPE2(448, Z23)
-	STRIPE2(512, Z24)
-	STRIPE2(576, Z25)
-	STRIPE2(640, Z26)
-	STRIPE2(704, Z27)
-	STRIPE2(768, Z28)
-	STRIPE2(832, Z29)
-	STRIPE2(896, Z30)
-	STRIPE2(960, Z31)
-	VPADDQ Z8, Z0, Z0
-	VPADDQ Z13, Z12, Z12
-	SCRAMBLE(Z0, Z1)
-	SCRAMBLE(Z12, Z4)
-	ADDQ   $1024, SI
-	ADDQ   $1024, DI
-	DECQ   CX
-	JNZ    block2
-
-	VMOVDQU64 Z0, (AX)
-	VMOVDQU64 Z12, (BX)
-	VZEROUPPER
-
-done2:
-	RET
 
 // ONE(src, off, key, acc, sum, t1, t2, t3): one stripe of one stream of
 // accumBlocks4, with its own temporaries.
@@ -248,12 +130,12 @@ TEXT ·accumStripes(SB), NOSPLIT, $0-32
 	MOVQ      secret+16(FP), DX
 	MOVQ      nstripes+24(FP), CX
 	TESTQ     CX, CX
-	JZ        done3
+	JZ        done
 	VMOVDQU64 (AX), Z0
 	VPXORQ    Z8, Z8, Z8
 
 stripe:
-	STRIPE(SI, 0, (DX), Z0, Z8)
+	ONE(SI, 0, (DX), Z0, Z8, Z1, Z2, Z3)
 	ADDQ $64, SI
 	ADDQ $8, DX
 	DECQ CX
@@ -263,5 +145,5 @@ stripe:
 	VMOVDQU64 Z0, (AX)
 	VZEROUPPER
 
-done3:
+done:
 	RET

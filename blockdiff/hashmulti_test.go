@@ -12,12 +12,12 @@ import (
 
 	"github.com/zeebo/xxh3"
 
-	"github.com/deltasync/deltasync/internal/xxh3pair"
+	"github.com/deltasync/deltasync/internal/xxh3multi"
 )
 
 // TestHashBlocksIsXXH3 checks every XXH3 block hash hashBlocks reports,
-// computed four blocks at a time where it can (a pair or one alone at a
-// chunk's end), against zeebo/xxh3's
+// computed four blocks at a time where it can (one by one at a chunk's
+// end), against zeebo/xxh3's
 // Hash128Seed of that block alone: the values in signatures and on the
 // agent's wire stay XXH3-128, whatever the pairing. In the mix: block
 // sizes that are not a multiple of 1 KiB, a short first block (Offset)
@@ -25,7 +25,7 @@ import (
 // target ends (CompareHashes's splitAt), several chunks, and both an
 // in-memory reader and a mapped file.
 func TestHashBlocksIsXXH3(t *testing.T) {
-	if !xxh3pair.Pairs() {
+	if !xxh3multi.Fast() {
 		t.Log("no AVX-512 here: blocks are hashed one at a time")
 	}
 	seed := rand.Uint64()
@@ -88,9 +88,9 @@ func TestHashBlocksIsXXH3(t *testing.T) {
 // allData (direct_test.go) claims data everywhere, as a device's map
 // does, so the missing pages are read rather than skipped as holes. Each
 // cut leaves the first page of the block it falls in, so the fault is
-// raised inside the hashing of: four blocks at once (16-19); a pair left
-// at the disk's end (60, 61); a block left alone at a chunk's end (63,
-// after 60 and 61 are hashed as a pair and zero block 62 is skipped).
+// raised inside the hashing of: four blocks at once (16-19); blocks left
+// over at the disk's end (60, 61); blocks left over at a chunk's end (60,
+// 61, 63, zero block 62 skipped).
 func TestHashFaultIsError(t *testing.T) {
 	const bs = 64 << 10 // the default block size; 64 blocks a chunk
 	for _, tc := range []struct {
