@@ -64,6 +64,13 @@ type run struct {
 	// barrier, when set, is waited for before every journal save: the
 	// target writes behind, and bootID is its host's.
 	barrier AppliedBarrier
+	// watch is the target's Witness watching this run (nil when the
+	// target is not one); token is its Token, saved in the journal.
+	watch Watch
+	token string
+	// dropped: the journal was deleted mid-run (a failed verification),
+	// so nothing more is saved.
+	dropped bool
 
 	// Counters. st and the plain ones belong to one goroutine at a time
 	// (the comparing one, then the caller's); the atomic ones are updated
@@ -126,7 +133,23 @@ func (r *run) execute(ctx context.Context, opts *Options) (err error) {
 	if err := r.openJournal(ctx); err != nil {
 		return err
 	}
-	// Only now, with the journal accepted, is the target changed.
+	// Only now, with the journal accepted, is the target changed; the
+	// witness watches from before the first change.
+	if w, ok := r.dst.(Witness); ok {
+		if r.watch, err = w.Watch(ctx, r.store != nil); err != nil {
+			return fmt.Errorf("transfer: watching the target before writing: %w", err)
+		}
+		r.token = r.watch.Token()
+	}
+	if err := r.work(ctx); err != nil {
+		return r.stop(ctx, err)
+	}
+	return nil
+}
+
+// work changes the target: resize, copy, flush, verify, and the end of
+// the journal and of the watch.
+func (r *run) work(ctx context.Context) error {
 	if err := r.resize(ctx); err != nil {
 		return err
 	}
@@ -141,15 +164,9 @@ func (r *run) execute(ctx context.Context, opts *Options) (err error) {
 	// Compare and write, in one pipeline.
 	r.rep.enter(PhaseCopy, r.hi-r.start)
 	t := time.Now()
-	err = r.pipeline(ctx)
+	err := r.pipeline(ctx)
 	r.st.Copy = time.Since(t)
 	if err != nil {
-		if r.store != nil && ctx.Err() == nil && !errors.Is(err, context.Canceled) {
-			// Keep what is durable: a rerun resumes from here.
-			if cerr := r.checkpoint(ctx); cerr != nil {
-				err = errors.Join(err, cerr)
-			}
-		}
 		return err
 	}
 
@@ -177,6 +194,7 @@ func (r *run) execute(ctx context.Context, opts *Options) (err error) {
 			// The journal calls everything done, and it is not: a
 			// rerun must compare all again.
 			if r.store != nil {
+				r.dropped = true
 				if derr := r.store.Delete(ctx, r.key); derr != nil {
 					err = errors.Join(err, fmt.Errorf("transfer: removing journal %s: %w", r.key, derr))
 				}
@@ -192,12 +210,88 @@ func (r *run) execute(ctx context.Context, opts *Options) (err error) {
 		r.st.Verified = true
 	}
 	if r.store != nil {
+		r.dropped = true
 		if err := r.store.Delete(ctx, r.key); err != nil {
 			return fmt.Errorf("transfer: the run finished but removing its journal %s failed: %w", r.key, err)
 		}
 	}
+	if r.watch != nil {
+		w := r.watch
+		r.watch = nil
+		if err := w.Done(ctx); err != nil {
+			return fmt.Errorf("transfer: the run finished but clearing the target's incomplete mark failed: %w", err)
+		}
+	}
 	r.rep.enter(PhaseDone, r.hi-r.lo)
 	return nil
+}
+
+// stopTimeout bounds the last flush and journal save of a stopped run.
+const stopTimeout = 30 * time.Second
+
+// stop ends a run that failed or was cancelled after the target's watch
+// began. A failed write or flush of the target (not a cancelled one)
+// poisons the journal: what the run wrote is not known to be there. Any
+// other stop keeps what is durable: the target is flushed, the journal
+// saved, and the witness records its evidence, so that a rerun resumes.
+// A cancelled run does this too, under a context of its own.
+func (r *run) stop(ctx context.Context, err error) error {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopTimeout)
+	defer cancel()
+	var we *WriteError
+	poison := errors.As(err, &we) && ctx.Err() == nil &&
+		!errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
+	if r.store != nil && !r.dropped && errors.Is(err, ErrSourceChanged) {
+		// The source's version is part of the journal's identity: no
+		// rerun can resume from this journal.
+		r.dropped = true
+		if derr := r.store.Delete(sctx, r.key); derr != nil {
+			err = errors.Join(err, fmt.Errorf("transfer: removing journal %s: %w", r.key, derr))
+		}
+	}
+	if r.store == nil || r.dropped {
+		if r.watch != nil {
+			r.watch.Abandon()
+		}
+		return err
+	}
+	if !poison {
+		if cerr := r.checkpoint(sctx); cerr != nil {
+			// A flush that fails here poisons as well.
+			if errors.As(cerr, &we) {
+				poison = true
+			}
+			err = errors.Join(err, cerr)
+		}
+	}
+	if poison {
+		if r.watch != nil {
+			r.watch.Abandon()
+		}
+		rec := journalRecord{Identity: r.ident, Watermark: r.saved, BootID: r.bootID,
+			Poisoned: we.Op + " failed", FlushFailed: we.Op == "flush"}
+		if serr := r.saveRecord(sctx, rec); serr != nil {
+			// The journal left behind would be trusted: remove it.
+			if derr := r.store.Delete(sctx, r.key); derr != nil {
+				err = errors.Join(err, serr, fmt.Errorf("transfer: removing journal %s after a failed write: %w", r.key, derr))
+			}
+		}
+		return err
+	}
+	if r.watch == nil {
+		return err
+	}
+	ev, eerr := r.watch.Stopped(sctx)
+	if eerr != nil {
+		// The run's journal holds its token only: the witness may find
+		// its own evidence, or the rerun compares everything.
+		return errors.Join(err, fmt.Errorf("transfer: recording the target's state for a rerun: %w", eerr))
+	}
+	rec := journalRecord{Identity: r.ident, Watermark: r.saved, BootID: r.bootID, Witness: r.token, Evidence: ev}
+	if serr := r.saveRecord(sctx, rec); serr != nil {
+		err = errors.Join(err, serr)
+	}
+	return err
 }
 
 // pipeline compares from r.start to r.hi and writes what differs while

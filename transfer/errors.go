@@ -67,10 +67,14 @@ func (e *VerifyError) Unwrap() error { return ErrVerifyMismatch }
 // JournalError says why a journal was refused. It wraps ErrJournalMismatch.
 type JournalError struct {
 	Key    string // the journal's key in its store
+	Path   string // the journal's file, when the store is a DirStore
 	Reason string // what differs, or what is corrupt
 }
 
 func (e *JournalError) Error() string {
+	if e.Path != "" {
+		return fmt.Sprintf("transfer: journal %s refused: %s", e.Path, e.Reason)
+	}
 	return fmt.Sprintf("transfer: journal %s refused: %s", e.Key, e.Reason)
 }
 

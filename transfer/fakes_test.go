@@ -26,6 +26,9 @@ type memDisk struct {
 	maxWrite int64
 	version  int64
 
+	watches    int  // Watch calls
+	incomplete bool // marked incomplete by a watch not yet done
+
 	// Failure injection and hooks.
 	failWritesAfter int64 // fail writes once this many bytes were written; <0: never
 	failReadAt      int64 // fail reads covering this offset; <0: never
@@ -35,6 +38,7 @@ type memDisk struct {
 	dropWriteAt     int64       // silently drop writes covering this offset; <0: never
 	slow            func()      // called before each write, outside the lock
 	onFlush         func()      // called when Flush starts
+	failFlush       bool        // Flush fails (EIO) and makes nothing durable
 
 	// Records.
 	ops        []recOp
@@ -44,6 +48,8 @@ type memDisk struct {
 	drops      atomic.Int64
 	concurrent atomic.Int64 // writes in progress
 }
+
+var errFlushInjected = errors.New("injected flush failure (EIO)")
 
 type recOp struct {
 	off, n int64
@@ -166,6 +172,9 @@ func (d *memDisk) Flush(ctx context.Context) error {
 	d.flushes.Add(1)
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.failFlush {
+		return errFlushInjected
+	}
 	d.durable = append(d.durable[:0], d.cur...)
 	return nil
 }
@@ -214,6 +223,50 @@ func (d *memDisk) Version(ctx context.Context) (string, error) {
 	defer d.mu.Unlock()
 	return fmt.Sprintf("v%d/%d", d.version, len(d.cur)), ctx.Err()
 }
+
+// Watch makes memDisk a Witness: the evidence is its version, which
+// every write, clearing and resize moves, whoever makes them.
+func (d *memDisk) Watch(ctx context.Context, resumable bool) (Watch, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.watches++
+	d.incomplete = true
+	return &memWatch{d: d, token: fmt.Sprintf("%s#%d", d.id, d.watches)}, nil
+}
+
+func (d *memDisk) Check(ctx context.Context, token, evidence string) (string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if evidence == "" {
+		return "no evidence was recorded", nil
+	}
+	if now := fmt.Sprint(d.version); evidence != now {
+		return fmt.Sprintf("written since (version %s, now %s)", evidence, now), nil
+	}
+	return "", nil
+}
+
+type memWatch struct {
+	d     *memDisk
+	token string
+}
+
+func (w *memWatch) Token() string { return w.token }
+
+func (w *memWatch) Stopped(ctx context.Context) (string, error) {
+	w.d.mu.Lock()
+	defer w.d.mu.Unlock()
+	return fmt.Sprint(w.d.version), nil
+}
+
+func (w *memWatch) Done(ctx context.Context) error {
+	w.d.mu.Lock()
+	defer w.d.mu.Unlock()
+	w.d.incomplete = false
+	return nil
+}
+
+func (w *memWatch) Abandon() {}
 
 func (d *memDisk) DropCache(off, n int64) error {
 	d.drops.Add(1)

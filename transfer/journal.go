@@ -9,11 +9,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/deltasync/deltasync/blockdiff"
 )
@@ -89,7 +91,34 @@ func (s DirStore) Load(ctx context.Context, key string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return os.ReadFile(file)
+	// Refuse what is not a journal before reading it: a FIFO would
+	// block, a device (a symlink to /dev/zero) would be read forever.
+	f, err := os.OpenFile(file, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	refuse := func(why string) error {
+		return &JournalError{Key: key, Path: file, Reason: why + "; remove it, or pass -journal-dir to keep journals elsewhere"}
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, refuse(fmt.Sprintf("it is not a regular file (%v)", fi.Mode().Type()))
+	}
+	if fi.Size() > maxJournalFile {
+		return nil, refuse(fmt.Sprintf("it has %d bytes, more than a journal's %d", fi.Size(), maxJournalFile))
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxJournalFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > maxJournalFile {
+		return nil, refuse("it grew past a journal's size while read")
+	}
+	return b, nil
 }
 
 // Save writes the journal file of key atomically and durably.
@@ -103,6 +132,13 @@ func (s DirStore) Save(ctx context.Context, key string, data []byte) (err error)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
+	}
+	// Temporary files of saves that were killed: runs of one key never
+	// save at once (the target's exclusive hold), so any is stale.
+	if stale, err := filepath.Glob(filepath.Join(dir, key+".tmp-*")); err == nil {
+		for _, p := range stale {
+			os.Remove(p)
+		}
 	}
 	f, err := os.CreateTemp(dir, key+".tmp-*")
 	if err != nil {
@@ -244,6 +280,18 @@ type journalRecord struct {
 	// without flushing the target first: the record holds only within
 	// that boot (see DurableEnd).
 	BootID string `json:"boot_id,omitempty"`
+	// Witness is the token of the run's Watch (see Witness); it may hold
+	// a secret, such as a lease ID, so a record is never printed.
+	Witness string `json:"witness,omitempty"`
+	// Evidence is what the Watch recorded when the run stopped cleanly;
+	// "" while the run writes, or after it was killed.
+	Evidence string `json:"evidence,omitempty"`
+	// Poisoned, when set, says why nothing this run wrote may be trusted
+	// (a write or flush of the target failed, a lease was lost). A rerun
+	// discards the record and compares everything; after a failed flush,
+	// reading the disks with O_DIRECT (FlushFailed).
+	Poisoned    string `json:"poisoned,omitempty"`
+	FlushFailed bool   `json:"flush_failed,omitempty"`
 }
 
 // journalKey names the journal of a target and range.
@@ -258,6 +306,9 @@ func journalKey(targetID string, offset, length int64) string {
 var journalMagic = [8]byte{'D', 'S', 'J', 'R', 'N', 'L', '0', '1'}
 
 const maxJournal = 1 << 20
+
+// maxJournalFile is the largest journal file: header, payload, checksum.
+const maxJournalFile = int64(len(journalMagic) + 4 + maxJournal + sha256.Size)
 
 func encodeJournal(r journalRecord) ([]byte, error) {
 	payload, err := json.Marshal(r)

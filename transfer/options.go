@@ -114,6 +114,13 @@ type Options struct {
 	// NoJournal turns journaling off: an interrupted run starts over.
 	NoJournal bool
 
+	// AssumeExclusive trusts a journal without the target's evidence that
+	// nothing else wrote it since (see Witness): the caller asserts that
+	// nothing but deltasync writes the target between runs. Default off:
+	// a target that is not a Witness, or whose evidence is missing or
+	// fails, is compared again from the start of the range.
+	AssumeExclusive bool
+
 	// DiscardBadJournal makes a journal that does not match this run, or
 	// is corrupt, be deleted and the run start from the beginning.
 	// Default: the run fails with ErrJournalMismatch and the journal is

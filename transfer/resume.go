@@ -67,29 +67,56 @@ func (r *run) openJournal(ctx context.Context) error {
 	case rec.Watermark < r.lo || rec.Watermark > r.hi || (rec.Watermark < r.hi && rec.Watermark%blockdiff.SectorSize != 0):
 		why = fmt.Sprintf("watermark %d is outside the range [%d,%d) or unaligned (corrupt)", rec.Watermark, r.lo, r.hi)
 	}
-	if why == "" && rec.BootID != "" && rec.BootID != r.bootID {
-		// Saved without a flush in another boot: what it calls written
-		// may have been lost with the page cache. Not an error: start
-		// over, comparing everything.
-		if err := r.store.Delete(ctx, r.key); err != nil {
-			return fmt.Errorf("transfer: discarding journal %s of an earlier boot: %w", r.key, err)
-		}
-		r.st.JournalDiscarded = true
-		return nil
-	}
 	if why != "" {
 		if !r.c.DiscardBadJournal {
 			return &JournalError{Key: r.key, Reason: why}
 		}
-		if err := r.store.Delete(ctx, r.key); err != nil {
-			return fmt.Errorf("transfer: discarding journal %s: %w", r.key, err)
+		return r.discard(ctx, why)
+	}
+	// The journal is this run's. Whether it may be trusted is another
+	// matter: the evidence decides.
+	switch {
+	case rec.BootID != "" && rec.BootID != r.bootID:
+		// Saved without a flush in another boot: what it calls written
+		// may have been lost with the page cache.
+		return r.discard(ctx, "it was saved without a flush before the machine rebooted")
+	case rec.Poisoned != "":
+		if rec.FlushFailed {
+			// Pages whose write-back failed may sit in the page cache,
+			// clean, holding data the disk does not have: read the
+			// device itself.
+			r.c.DirectReads = blockdiff.DirectAlways
 		}
-		r.st.JournalDiscarded = true
-		return nil
+		return r.discard(ctx, "the run that saved it failed to write the target ("+rec.Poisoned+"), so nothing it wrote is trusted")
+	}
+	w, ok := r.dst.(Witness)
+	switch {
+	case r.c.AssumeExclusive:
+	case !ok:
+		return r.discard(ctx, "the target cannot show that nothing else wrote it since the journal was saved")
+	case rec.Witness == "":
+		return r.discard(ctx, "the journal holds no evidence that nothing else wrote the target since")
+	default:
+		why, err := w.Check(ctx, rec.Witness, rec.Evidence)
+		if err != nil {
+			return fmt.Errorf("transfer: checking the evidence of journal %s: %w", r.key, err)
+		}
+		if why != "" {
+			return r.discard(ctx, why)
+		}
 	}
 	r.start, r.saved = rec.Watermark, rec.Watermark
 	r.st.Resumed, r.st.ResumedFrom = true, rec.Watermark
 	r.track = newTracker(r.start)
+	return nil
+}
+
+// discard deletes an untrusted journal; the run compares everything.
+func (r *run) discard(ctx context.Context, why string) error {
+	if err := r.store.Delete(ctx, r.key); err != nil {
+		return fmt.Errorf("transfer: discarding journal %s (%s): %w", r.key, why, err)
+	}
+	r.st.JournalDiscarded, r.st.JournalDiscardedReason = true, why
 	return nil
 }
 
@@ -144,14 +171,22 @@ func (r *run) checkpoint(ctx context.Context) error {
 
 // save records watermark w in the journal.
 func (r *run) save(ctx context.Context, w int64) error {
-	b, err := encodeJournal(journalRecord{Identity: r.ident, Watermark: w, BootID: r.bootID})
+	if err := r.saveRecord(ctx, journalRecord{Identity: r.ident, Watermark: w, BootID: r.bootID, Witness: r.token}); err != nil {
+		return err
+	}
+	r.saved = w
+	return nil
+}
+
+// saveRecord saves a journal record.
+func (r *run) saveRecord(ctx context.Context, rec journalRecord) error {
+	b, err := encodeJournal(rec)
 	if err != nil {
 		return err
 	}
 	if err := r.store.Save(ctx, r.key, b); err != nil {
-		return fmt.Errorf("transfer: saving journal %s at watermark %d: %w", r.key, w, err)
+		return fmt.Errorf("transfer: saving journal %s at watermark %d: %w", r.key, rec.Watermark, err)
 	}
-	r.saved = w
 	r.journalSaves.Add(1)
 	return nil
 }

@@ -42,9 +42,13 @@ type Stats struct {
 	// its saves (each one after a flush of the target).
 	Journaled    bool
 	JournalSaves int
-	// JournalDiscarded tells that a mismatched or corrupt journal was
-	// deleted (Options.DiscardBadJournal).
-	JournalDiscarded bool
+	// JournalDiscarded tells that a journal was found and not trusted:
+	// mismatched or corrupt (Options.DiscardBadJournal), of an earlier
+	// boot, poisoned by a failed write or flush, or without evidence that
+	// nothing else wrote the target since (see Witness). The run then
+	// compared everything. JournalDiscardedReason says why, in a sentence.
+	JournalDiscarded       bool
+	JournalDiscardedReason string
 	// ProvenEmpty tells that Seed proved the rest of the target empty
 	// from its allocation map, so the target was not read.
 	ProvenEmpty bool

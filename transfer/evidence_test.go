@@ -1,0 +1,204 @@
+package transfer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/deltasync/deltasync/blockdiff"
+)
+
+// interrupted runs a Sync of s onto d and cancels it after a few writes,
+// as SIGINT would; it returns the watermark the journal was left at.
+func interrupted(t *testing.T, s, d *memDisk, opts *Options, after int64) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var n int64
+	d.onWrite = func(int) {
+		if n++; n == after {
+			cancel()
+		}
+	}
+	_, err := Sync(ctx, s, d, opts)
+	d.onWrite = nil
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted run: got %v, want context.Canceled", err)
+	}
+}
+
+func evidenceCase(t *testing.T, seed uint64) (src []byte, s, d *memDisk, opts *Options) {
+	rng := rand.New(rand.NewPCG(seed, 77))
+	const bs = 4096
+	src = randImage(rng, 2<<20, bs)
+	s = newMemDisk(bytes.Clone(src), "src")
+	d = newMemDisk(mutate(rng, src, bs, 200), "dst")
+	opts = &Options{BlockSize: bs, Journal: &MemStore{}, JournalBytes: 64 << 10, JournalInterval: time.Millisecond,
+		WriteSize: 8 << 10, Concurrency: 2}
+	return
+}
+
+// TestCleanStopResumes: a cancelled run records evidence and a rerun with
+// nothing written in between resumes from the watermark.
+func TestCleanStopResumes(t *testing.T) {
+	src, s, d, opts := evidenceCase(t, 1)
+	interrupted(t, s, d, opts, 40)
+	opts.Verify = true
+	st, err := Sync(context.Background(), s, d, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Resumed || st.ResumedFrom == 0 || st.JournalDiscarded {
+		t.Fatalf("rerun after a clean stop did not resume: %+v", st)
+	}
+	if !bytes.Equal(d.bytes(), src) {
+		t.Fatal("target differs")
+	}
+	if d.incomplete {
+		t.Fatal("target still marked incomplete after success")
+	}
+}
+
+// TestForeignWriteBetweenRuns: a write to the target between an
+// interrupted run and its rerun, below the watermark, must not be trusted
+// away: the rerun compares everything and ends identical.
+func TestForeignWriteBetweenRuns(t *testing.T) {
+	src, s, d, opts := evidenceCase(t, 2)
+	interrupted(t, s, d, opts, 40)
+	// Another program writes below the watermark: block 0.
+	d.WriteAt(bytes.Repeat([]byte{0xEE}, 4096), 0)
+	st, err := Sync(context.Background(), s, d, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Resumed || !st.JournalDiscarded || !strings.Contains(st.JournalDiscardedReason, "written since") {
+		t.Fatalf("rerun trusted a journal of a target written since: %+v", st)
+	}
+	if !bytes.Equal(d.bytes(), src) {
+		t.Fatal("target differs from the source after a rerun that exited without error")
+	}
+}
+
+// TestNoWitnessNoResume: a target that cannot show that nothing else
+// wrote it is compared again, unless the caller assumes exclusive use.
+func TestNoWitnessNoResume(t *testing.T) {
+	for _, assume := range []bool{false, true} {
+		src, s, d, opts := evidenceCase(t, 3)
+		tgt := bareTarget{d}
+		ctx, cancel := context.WithCancel(context.Background())
+		var n int
+		d.onWrite = func(int) {
+			if n++; n == 40 {
+				cancel()
+			}
+		}
+		// bareTarget hides the Identifier too: give it one back.
+		idt := idTarget{tgt, "dst"}
+		if _, err := Sync(ctx, s, idt, opts); !errors.Is(err, context.Canceled) {
+			t.Fatal(err)
+		}
+		cancel()
+		d.onWrite = nil
+		opts.AssumeExclusive = assume
+		st, err := Sync(context.Background(), s, idt, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if assume != st.Resumed || (!assume && !strings.Contains(st.JournalDiscardedReason, "cannot show")) {
+			t.Fatalf("AssumeExclusive %v: %+v", assume, st)
+		}
+		if !bytes.Equal(d.bytes(), src) {
+			t.Fatal("target differs")
+		}
+	}
+}
+
+type idTarget struct {
+	Target
+	id string
+}
+
+func (t idTarget) Identity() string { return t.id }
+
+// TestFailedFlushPoisons: the final flush fails (EIO). The journal must
+// not be trusted by the rerun, which reads the disks with O_DIRECT.
+func TestFailedFlushPoisons(t *testing.T) {
+	src, s, d, opts := evidenceCase(t, 4)
+	d.failFlush = true
+	_, err := Sync(context.Background(), s, d, opts)
+	var we *WriteError
+	if !errors.As(err, &we) || we.Op != "flush" {
+		t.Fatalf("got %v, want a failed flush", err)
+	}
+	d.failFlush = false
+	var direct blockdiff.DirectMode
+	opts.hook = func(r *run) { direct = r.c.DirectReads }
+	st, err := Sync(context.Background(), s, d, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Resumed || !st.JournalDiscarded || !strings.Contains(st.JournalDiscardedReason, "flush failed") {
+		t.Fatalf("rerun after a failed flush: %+v", st)
+	}
+	if direct != blockdiff.DirectAlways {
+		t.Fatalf("rerun after a failed flush read with direct mode %v, want DirectAlways", direct)
+	}
+	if !bytes.Equal(d.bytes(), src) {
+		t.Fatal("target differs")
+	}
+}
+
+// TestDirStoreRefusesNonJournals: a FIFO, a device, a symlink to
+// /dev/zero and an oversized file in a journal's place are refused before
+// they are read; temporary files of killed saves are removed.
+func TestDirStoreRefusesNonJournals(t *testing.T) {
+	dir := t.TempDir()
+	st := DirStore{Dir: dir}
+	ctx := context.Background()
+	key := "00ff"
+	file := filepath.Join(dir, key+".journal")
+	check := func(what string) {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() { _, err := st.Load(ctx, key); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil || !errors.Is(err, ErrJournalMismatch) || !strings.Contains(err.Error(), file) {
+				t.Fatalf("%s: got %v, want a refusal naming %s", what, err, file)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: Load blocked", what)
+		}
+		os.Remove(file)
+	}
+	if err := syscall.Mkfifo(file, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	check("a FIFO")
+	if err := os.Symlink("/dev/zero", file); err != nil {
+		t.Fatal(err)
+	}
+	check("a symlink to /dev/zero")
+	if err := os.WriteFile(file, make([]byte, 2<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	check("an oversized file")
+
+	stale := filepath.Join(dir, key+".tmp-12345")
+	if err := os.WriteFile(stale, []byte("half a journal"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Save(ctx, key, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("temporary journal of a killed save left behind: %v", err)
+	}
+}
