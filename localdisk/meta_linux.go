@@ -135,9 +135,12 @@ func (d *Disk) Identity() string {
 }
 
 // Version returns a token that changes when the disk's content may have
-// changed. A file: "file:size=<bytes>:mtime=<ns>:ino=<inode>" (fstat; a
-// write within one tick of the kernel's coarse clock after the previous
-// change may keep the mtime on kernels without fine-grained timestamps).
+// changed. A file: "file:size=<bytes>:mtime=<ns>:ctime=<ns>:ino=<inode>"
+// and, where the filesystem keeps one, ":birth=<s.ns>" (fstat, statx):
+// the change time moves with any write, truncation or metadata change,
+// even when the writer restores the mtime (touch -d); on kernels before
+// 6.13 a write within one tick of the kernel's coarse clock after the
+// previous change may keep both times.
 // A device: "blockdev:size=<bytes>" (BLKGETSIZE64), followed, when sysfs
 // is readable, by ":diskseq=<n>:writes=<n>:discards=<n>:inflight=<n>", the
 // device's media sequence number, completed write and discard requests,
@@ -154,7 +157,11 @@ func (d *Disk) Version(ctx context.Context) (string, error) {
 		if err := d.control(func(fd int) error { return unix.Fstat(fd, &st) }); err != nil {
 			return "", newError("version", d.path, -1, 0, err)
 		}
-		return fmt.Sprintf("file:size=%d:mtime=%d:ino=%d", st.Size, st.Mtim.Nano(), st.Ino), nil
+		v := fmt.Sprintf("file:size=%d:mtime=%d:ctime=%d:ino=%d", st.Size, st.Mtim.Nano(), st.Ctim.Nano(), st.Ino)
+		if e, err := d.current(); err == nil && e.Birth != "" {
+			v += ":birth=" + e.Birth
+		}
+		return v, nil
 	}
 	var size uint64
 	if err := d.control(func(fd int) error {

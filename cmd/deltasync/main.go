@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/deltasync/deltasync/localdisk"
 	"os"
 	"os/signal"
 	"syscall"
@@ -39,6 +40,7 @@ commands:
 var errDiffer = errors.New("the disks differ")
 
 func main() {
+	localdisk.RunWatchdogIfAsked() // first: the process may be a watchdog of a local target
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err := run(ctx, os.Args[1:])

@@ -1,0 +1,470 @@
+package localdisk
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/deltasync/deltasync/disk"
+)
+
+// The evidence a journal is trusted on (transfer's Witness; see the
+// package doc, # Evidence, which this comment details).
+//
+// A file's evidence is its identity (device, inode, birth time) and its
+// change time (ctime, nanoseconds), read after the run stopped writing.
+// Anything that writes the file, truncates it, or changes its metadata
+// moves the ctime; a file deleted and created again has another birth
+// time, even when ext4 gives it the same inode. On Linux 6.13 and later
+// (multigrain timestamps) a change made after a stat gets a ctime later
+// than the one that stat saw; before, a change within one clock tick
+// (1-10 ms) of the run's last write keeps the ctime.
+//
+// A block device's evidence is its diskseq and its completed write and
+// discard counters, and those of its parent disk when it is a partition,
+// read after a flush; for a loop device, also the evidence of its backing
+// file (writes to the backing file do not move the loop device's
+// counters).
+//
+// A run killed with SIGKILL cannot record anything itself. A watchdog
+// process does it: started by Watch (when the program called
+// RunWatchdogIfAsked at start, as the deltasync command does), it waits
+// on a pipe whose other end only the run holds; when the pipe closes
+// without the run having said it stopped, the run's process is gone, all
+// its writes done, and the watchdog flushes (devices) and records the
+// evidence in a file named by the watch's token. It ignores SIGINT,
+// SIGTERM and SIGHUP and runs in its own process group; a SIGKILL of the
+// whole group (a cgroup kill) leaves no evidence, and the rerun compares
+// everything.
+
+// watchdogEnv marks the process that RunWatchdogIfAsked turns into a
+// watchdog.
+const watchdogEnv = "DELTASYNC_LOCALDISK_WATCHDOG"
+
+// watchdogReady tells that this program calls RunWatchdogIfAsked, so it
+// can be started again as a watchdog.
+var watchdogReady atomic.Bool
+
+// RunWatchdogIfAsked must be called at the start of main, before anything
+// else, by programs whose interrupted runs onto local targets should
+// resume after SIGKILL: when the process was started as a watchdog it
+// does that job and exits; otherwise it returns at once and lets Watch
+// start watchdogs. Programs that do not call it still resume after a
+// clean stop (an error, a cancellation); after SIGKILL their reruns
+// compare everything.
+func RunWatchdogIfAsked() {
+	if os.Getenv(watchdogEnv) != "1" {
+		watchdogReady.Store(true)
+		return
+	}
+	os.Exit(watchdogMain())
+}
+
+// evidence is what is recorded of a disk; see above.
+type evidence struct {
+	V     int    `json:"v"`
+	Kind  string `json:"kind"` // "file" or "blockdev"
+	Dev   uint64 `json:"dev,omitempty"`
+	Ino   uint64 `json:"ino,omitempty"`
+	Birth string `json:"birth,omitempty"` // "" where the filesystem keeps none
+	Gen   string `json:"gen,omitempty"`   // inode generation, where there is no birth time
+	Ctime string `json:"ctime,omitempty"`
+	Size  int64  `json:"size"`
+	// Devices.
+	Rdev     uint64    `json:"rdev,omitempty"`
+	Counters string    `json:"counters,omitempty"` // the device's and its parent's
+	Backing  *evidence `json:"backing,omitempty"`  // a loop device's backing file
+}
+
+// fileEvidence reads the evidence of the file open at fd (any fd,
+// O_PATH included).
+func fileEvidence(fd int) (*evidence, error) {
+	var sx unix.Statx_t
+	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_STATX_SYNC_AS_STAT,
+		unix.STATX_BASIC_STATS|unix.STATX_BTIME, &sx); err != nil {
+		return nil, fmt.Errorf("statx: %w", err)
+	}
+	e := &evidence{V: 1, Kind: "file", Dev: unix.Mkdev(sx.Dev_major, sx.Dev_minor), Ino: sx.Ino, Size: int64(sx.Size),
+		Ctime: fmt.Sprintf("%d.%09d", sx.Ctime.Sec, sx.Ctime.Nsec)}
+	if sx.Mask&unix.STATX_BTIME != 0 {
+		e.Birth = fmt.Sprintf("%d.%09d", sx.Btime.Sec, sx.Btime.Nsec)
+	} else if g, err := unix.IoctlGetUint32(fd, fsIocGetVersion); err == nil {
+		e.Gen = fmt.Sprint(g)
+	}
+	return e, nil
+}
+
+// deviceEvidence reads the evidence of the block device rdev.
+func deviceEvidence(rdev uint64) (*evidence, error) {
+	e := &evidence{V: 1, Kind: "blockdev", Rdev: rdev}
+	c, ok := deviceCounters(rdev)
+	if !ok {
+		return nil, fmt.Errorf("the device's write counters are not readable in %s", sysDir(rdev))
+	}
+	e.Counters = c
+	dir := sysDir(rdev)
+	if _, err := os.Stat(filepath.Join(dir, "partition")); err == nil {
+		if real, err := filepath.EvalSymlinks(dir); err == nil {
+			if parent, ok := readDev(filepath.Join(filepath.Dir(real), "dev")); ok {
+				if pc, ok := deviceCounters(parent); ok {
+					e.Counters += " parent " + pc
+				}
+			}
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "loop", "backing_file")); err == nil {
+		name := strings.TrimSpace(string(b))
+		f, err := os.OpenFile(name, unix.O_PATH|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("the loop device's backing file %s: %w", name, err)
+		}
+		be, err := fileEvidence(int(f.Fd()))
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("the loop device's backing file %s: %w", name, err)
+		}
+		e.Backing = be
+	}
+	return e, nil
+}
+
+// differs names the first way in which now differs from e, or "".
+func (e *evidence) differs(now *evidence) string {
+	switch {
+	case e.Kind != now.Kind:
+		return fmt.Sprintf("the target was a %s and is now a %s", e.Kind, now.Kind)
+	case e.Dev != now.Dev || e.Ino != now.Ino || e.Birth != now.Birth || e.Gen != now.Gen || e.Rdev != now.Rdev:
+		return "the target is another file or device than the one the journal was saved for (deleted and created again?)"
+	case e.Size != now.Size:
+		return fmt.Sprintf("the target's size changed from %d to %d bytes since the run stopped", e.Size, now.Size)
+	case e.Ctime != now.Ctime:
+		return fmt.Sprintf("the target was changed since the run stopped (its change time moved from %s to %s)", e.Ctime, now.Ctime)
+	case e.Counters != now.Counters:
+		return fmt.Sprintf("the device was written since the run stopped (counters %s, now %s)", e.Counters, now.Counters)
+	case (e.Backing == nil) != (now.Backing == nil):
+		return "the loop device's backing file changed"
+	case e.Backing != nil:
+		if why := e.Backing.differs(now.Backing); why != "" {
+			return "the loop device's backing file: " + why
+		}
+	}
+	return ""
+}
+
+// current reads the disk's evidence now.
+func (d *Disk) current() (*evidence, error) {
+	if d.kind == BlockDevice {
+		return deviceEvidence(d.rdev)
+	}
+	var e *evidence
+	err := d.control(func(fd int) error {
+		var err error
+		e, err = fileEvidence(fd)
+		return err
+	})
+	return e, err
+}
+
+// token is what a watch's Token says: where the watchdog records.
+type token struct {
+	V        int    `json:"v"`
+	Evidence string `json:"evidence,omitempty"` // the watchdog's file, "" without one
+}
+
+// Watch implements transfer's Witness: see the package doc, # Evidence.
+// It marks a file target incomplete (the extended attribute
+// user.deltasync.incomplete, where the filesystem keeps user attributes)
+// and, for a resumable run of a program that calls RunWatchdogIfAsked,
+// starts the watchdog.
+func (d *Disk) Watch(ctx context.Context, resumable bool) (disk.Watch, error) {
+	if !d.writable {
+		return nil, newError("watch", d.path, -1, 0, errf(ErrReadOnly, "opened as a source"))
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, newError("watch", d.path, -1, 0, err)
+	}
+	if d.kind == RegularFile {
+		if err := d.setIncomplete(true); err != nil {
+			return nil, err
+		}
+	}
+	w := &watch{d: d}
+	if resumable && watchdogReady.Load() {
+		if err := w.startWatchdog(); err != nil {
+			return nil, newError("watch", d.path, -1, 0, fmt.Errorf("starting the watchdog that records the target's state if this process is killed: %w", err))
+		}
+	}
+	return w, nil
+}
+
+// IncompleteAttr is the extended attribute that marks a file target a run
+// is writing; it is removed when the run succeeds.
+const IncompleteAttr = "user.deltasync.incomplete"
+
+func (d *Disk) setIncomplete(on bool) error {
+	err := d.control(func(fd int) error {
+		if on {
+			return unix.Fsetxattr(fd, IncompleteAttr, []byte("1"), 0)
+		}
+		err := unix.Fremovexattr(fd, IncompleteAttr)
+		if errors.Is(err, unix.ENODATA) {
+			return nil
+		}
+		return err
+	})
+	if errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EOPNOTSUPP) {
+		return nil // no user attributes here: no mark
+	}
+	if err != nil {
+		return newError("watch", d.path, -1, 0, fmt.Errorf("the extended attribute %s: %w", IncompleteAttr, err))
+	}
+	return nil
+}
+
+// Incomplete reports whether a file target is marked as being written by
+// a run that has not finished (IncompleteAttr).
+func (d *Disk) Incomplete() bool {
+	if d.kind != RegularFile {
+		return false
+	}
+	var n int
+	d.control(func(fd int) error {
+		var err error
+		n, err = unix.Fgetxattr(fd, IncompleteAttr, nil)
+		if err != nil {
+			n = -1
+		}
+		return nil
+	})
+	return n >= 0
+}
+
+// Check implements transfer's Witness: it compares the evidence recorded
+// when the run stopped (by the run itself, or by its watchdog after a
+// SIGKILL) with the disk now.
+func (d *Disk) Check(ctx context.Context, tok, ev string) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	if ev == "" {
+		var t token
+		if err := json.Unmarshal([]byte(tok), &t); err != nil || t.V != 1 {
+			return "the journal's evidence token is not one of localdisk's", nil
+		}
+		if t.Evidence == "" {
+			return "the run was not stopped cleanly and had no watchdog to record the target's state (the program does not call localdisk.RunWatchdogIfAsked)", nil
+		}
+		b, err := readSmall(t.Evidence)
+		os.Remove(t.Evidence)
+		if err != nil {
+			return "the run was not stopped cleanly and its watchdog left no record (was it killed too?)", nil
+		}
+		ev = string(b)
+	}
+	var was evidence
+	if err := json.Unmarshal([]byte(ev), &was); err != nil || was.V != 1 {
+		return "the journal's evidence is not one of localdisk's", nil
+	}
+	now, err := d.current()
+	if err != nil {
+		return "", newError("check evidence", d.path, -1, 0, err)
+	}
+	return was.differs(now), nil
+}
+
+func readSmall(name string) ([]byte, error) {
+	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return nil, errors.New("not a regular file")
+	}
+	return io.ReadAll(io.LimitReader(f, 64<<10))
+}
+
+// watch is one run's watch of a Disk.
+type watch struct {
+	d    *Disk
+	tok  token
+	once sync.Once
+	pipe *os.File  // the run's end of the watchdog's pipe
+	proc *exec.Cmd // the watchdog
+}
+
+func (w *watch) Token() string {
+	b, _ := json.Marshal(w.tok)
+	return string(b)
+}
+
+// Stopped records the evidence now (the engine has flushed) and tells the
+// watchdog it is not needed.
+func (w *watch) Stopped(ctx context.Context) (string, error) {
+	defer w.end()
+	if w.d.kind == BlockDevice {
+		// Counters move when dirty pages reach the device: flush first.
+		if err := w.d.control(func(fd int) error { return retryEINTR(func() error { return unix.Fdatasync(fd) }) }); err != nil {
+			return "", newError("stopped", w.d.path, -1, 0, fmt.Errorf("fdatasync: %w", err))
+		}
+	}
+	e, err := w.d.current()
+	if err != nil {
+		return "", newError("stopped", w.d.path, -1, 0, err)
+	}
+	b, _ := json.Marshal(e)
+	return string(b), nil
+}
+
+// Done clears the incomplete mark and ends the watch.
+func (w *watch) Done(ctx context.Context) error {
+	w.end()
+	if w.d.kind == RegularFile {
+		return w.d.setIncomplete(false)
+	}
+	return nil
+}
+
+// Abandon ends the watch; the watchdog records nothing.
+func (w *watch) Abandon() { w.end() }
+
+// end tells the watchdog that the run ended knowingly, and reaps it.
+func (w *watch) end() {
+	w.once.Do(func() {
+		if w.pipe == nil {
+			return
+		}
+		w.pipe.Write([]byte("done\n"))
+		w.pipe.Close()
+		w.proc.Wait()
+		if w.tok.Evidence != "" {
+			os.Remove(w.tok.Evidence)
+		}
+	})
+}
+
+// evidenceDir is where watchdogs record: $XDG_STATE_HOME/deltasync/evidence,
+// or ~/.local/state/deltasync/evidence.
+func evidenceDir() (string, error) {
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" && filepath.IsAbs(d) {
+		return filepath.Join(d, "deltasync", "evidence"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(home, ".local", "state", "deltasync", "evidence"), nil
+}
+
+func (w *watch) startWatchdog() error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	dir, err := evidenceDir()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	var id [16]byte
+	rand.Read(id[:])
+	out := filepath.Join(dir, hex.EncodeToString(id[:]))
+	var target *os.File
+	if err := w.d.control(func(fd int) error {
+		// A path descriptor of the target: the watchdog stats it, and
+		// reopens a device through it to flush, without holding it open.
+		nfd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", fd), unix.O_PATH|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		target = os.NewFile(uintptr(nfd), w.d.path)
+		return nil
+	}); err != nil {
+		return err
+	}
+	defer target.Close()
+	r, pw, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), watchdogEnv+"=1", "DELTASYNC_WATCHDOG_OUT="+out, "DELTASYNC_WATCHDOG_KIND="+w.d.kind.String())
+	cmd.ExtraFiles = []*os.File{r, target} // fds 3 and 4
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		pw.Close()
+		return err
+	}
+	// No handshake: a run killed before the watchdog is ready leaves
+	// the pipe closed, and the watchdog records as soon as it runs (in
+	// its own process group, so a terminal's signals do not reach it).
+	w.pipe, w.proc, w.tok = pw, cmd, token{V: 1, Evidence: out}
+	return nil
+}
+
+// watchdogMain is the watchdog process; see RunWatchdogIfAsked.
+func watchdogMain() int {
+	signal.Ignore(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGPIPE)
+	out := os.Getenv("DELTASYNC_WATCHDOG_OUT")
+	kind := os.Getenv("DELTASYNC_WATCHDOG_KIND")
+	pipe := os.NewFile(3, "pipe")
+	target := os.NewFile(4, "target")
+	b, _ := io.ReadAll(pipe)
+	if strings.HasPrefix(string(b), "done") {
+		return 0 // the run ended knowingly
+	}
+	// The run's process is gone: no write of its can still be running.
+	var e *evidence
+	var err error
+	if kind == BlockDevice.String() {
+		var st unix.Stat_t
+		if err = unix.Fstat(int(target.Fd()), &st); err == nil {
+			if dev, oerr := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", target.Fd()), os.O_RDONLY|syscall.O_NONBLOCK, 0); oerr == nil {
+				unix.Fdatasync(int(dev.Fd())) // the run's dirty pages reach the device
+				dev.Close()
+				e, err = deviceEvidence(st.Rdev)
+			} else {
+				err = oerr
+			}
+		}
+	} else {
+		e, err = fileEvidence(int(target.Fd()))
+	}
+	if err != nil {
+		return 1
+	}
+	data, _ := json.Marshal(e)
+	tmp := out + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return 1
+	}
+	if f, err := os.Open(tmp); err == nil {
+		f.Sync()
+		f.Close()
+	}
+	if err := os.Rename(tmp, out); err != nil {
+		return 1
+	}
+	return 0
+}
+
+// fsIocGetVersion is FS_IOC_GETVERSION (_IOR('v', 1, long)) on 64-bit
+// Linux: the inode generation.
+const fsIocGetVersion = 0x80087601
