@@ -42,6 +42,8 @@ type Disk struct {
 	dev, ino uint64
 	rdev     uint64 // block devices
 
+	stateDir string // TargetOptions.StateDir
+
 	dioAlign int64 // with Direct: offsets and lengths of direct I/O are multiples of this
 	memAlign int64 // with Direct: buffers of direct I/O start at a multiple of this
 
@@ -157,7 +159,7 @@ func OpenTarget(path string, opts TargetOptions) (*Disk, error) {
 	if opts.ZeroMode < PunchHoleMode || opts.ZeroMode > WriteZerosMode {
 		return nil, newError("open", path, -1, 0, fmt.Errorf("%w: zero mode %d", fs.ErrInvalid, int(opts.ZeroMode)))
 	}
-	d := &Disk{path: path, writable: true, direct: opts.Direct, zeroMode: opts.ZeroMode}
+	d := &Disk{path: path, writable: true, direct: opts.Direct, zeroMode: opts.ZeroMode, stateDir: opts.StateDir}
 	flags := unix.O_RDWR
 	if opts.Direct {
 		flags |= unix.O_DIRECT

@@ -32,6 +32,12 @@ type TargetOptions struct {
 	// Default PunchHoleMode. Ignored for block devices, which always use
 	// BLKZEROOUT.
 	ZeroMode ZeroMode
+
+	// StateDir is where a watchdog records the target's state when a run
+	// is killed (see Watch and RunWatchdogIfAsked), in a subdirectory
+	// "evidence" made with mode 0700. Default: $XDG_STATE_HOME/deltasync,
+	// or ~/.local/state/deltasync. Keep it with the journals.
+	StateDir string
 }
 
 // ZeroMode is how ZeroRange clears a range of a regular file.

@@ -357,9 +357,12 @@ func (w *watch) end() {
 	})
 }
 
-// evidenceDir is where watchdogs record: $XDG_STATE_HOME/deltasync/evidence,
-// or ~/.local/state/deltasync/evidence.
-func evidenceDir() (string, error) {
+// evidenceDir is where watchdogs record: StateDir/evidence, by default
+// $XDG_STATE_HOME/deltasync/evidence or ~/.local/state/deltasync/evidence.
+func (d *Disk) evidenceDir() (string, error) {
+	if d.stateDir != "" {
+		return filepath.Join(d.stateDir, "evidence"), nil
+	}
 	if d := os.Getenv("XDG_STATE_HOME"); d != "" && filepath.IsAbs(d) {
 		return filepath.Join(d, "deltasync", "evidence"), nil
 	}
@@ -375,7 +378,7 @@ func (w *watch) startWatchdog() error {
 	if err != nil {
 		return err
 	}
-	dir, err := evidenceDir()
+	dir, err := w.d.evidenceDir()
 	if err != nil {
 		return err
 	}

@@ -69,8 +69,8 @@ type run struct {
 	watch Watch
 	token string
 	// dropped: the journal was deleted mid-run (a failed verification),
-	// so nothing more is saved.
-	dropped bool
+	// so nothing more is saved. began: the pipeline started.
+	dropped, began bool
 
 	// Counters. st and the plain ones belong to one goroutine at a time
 	// (the comparing one, then the caller's); the atomic ones are updated
@@ -164,6 +164,7 @@ func (r *run) work(ctx context.Context) error {
 	// Compare and write, in one pipeline.
 	r.rep.enter(PhaseCopy, r.hi-r.start)
 	t := time.Now()
+	r.began = true
 	err := r.pipeline(ctx)
 	r.st.Copy = time.Since(t)
 	if err != nil {
@@ -238,8 +239,19 @@ const stopTimeout = 30 * time.Second
 func (r *run) stop(ctx context.Context, err error) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopTimeout)
 	defer cancel()
+	if !r.began {
+		// Refused before copying (the target could not be resized):
+		// nothing was written, the journal is as it was.
+		if r.watch != nil {
+			r.watch.Abandon()
+		}
+		return err
+	}
+	// A failed copy (copy_file_range, Put Page From URL) is not poison:
+	// its range is above the watermark and compared again, and its
+	// failure is usually the source's.
 	var we *WriteError
-	poison := errors.As(err, &we) && ctx.Err() == nil &&
+	poison := errors.As(err, &we) && we.Op != "copy" && ctx.Err() == nil &&
 		!errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
 	if r.store != nil && !r.dropped && errors.Is(err, ErrSourceChanged) {
 		// The source's version is part of the journal's identity: no

@@ -15,23 +15,26 @@ import (
 
 // result is the JSON object printed by --json.
 type result struct {
-	Command       string  `json:"command"`
-	Source        string  `json:"source"`
-	Target        string  `json:"target"`
-	BytesCompared int64   `json:"bytes_compared"`
-	BytesEqual    int64   `json:"bytes_equal"`
-	BytesWritten  int64   `json:"bytes_written"`
-	BytesZeroed   int64   `json:"bytes_zeroed"`
-	Extents       int64   `json:"extents"`
-	SourceRead    int64   `json:"source_bytes_read"`
-	TargetRead    int64   `json:"target_bytes_read"`
-	Resumed       bool    `json:"resumed"`
-	ResumedFrom   int64   `json:"resumed_from"`
-	Verified      bool    `json:"verified"`
-	CopySeconds   float64 `json:"copy_seconds"`
-	FlushSeconds  float64 `json:"flush_seconds"`
-	VerifySeconds float64 `json:"verify_seconds"`
-	Seconds       float64 `json:"seconds"`
+	Command       string `json:"command"`
+	Source        string `json:"source"`
+	Target        string `json:"target"`
+	BytesCompared int64  `json:"bytes_compared"`
+	BytesEqual    int64  `json:"bytes_equal"`
+	BytesWritten  int64  `json:"bytes_written"`
+	BytesZeroed   int64  `json:"bytes_zeroed"`
+	Extents       int64  `json:"extents"`
+	SourceRead    int64  `json:"source_bytes_read"`
+	TargetRead    int64  `json:"target_bytes_read"`
+	Resumed       bool   `json:"resumed"`
+	ResumedFrom   int64  `json:"resumed_from"`
+	// JournalDiscardedReason says why a journal found for this run was
+	// not trusted (the run then compared everything).
+	JournalDiscardedReason string  `json:"journal_discarded_reason,omitempty"`
+	Verified               bool    `json:"verified"`
+	CopySeconds            float64 `json:"copy_seconds"`
+	FlushSeconds           float64 `json:"flush_seconds"`
+	VerifySeconds          float64 `json:"verify_seconds"`
+	Seconds                float64 `json:"seconds"`
 	// Page blob targets (blob.go): the snapshot keeping the target's
 	// state from before the run, and the recovery point the run cut.
 	PriorSnapshot string `json:"prior_snapshot,omitempty"`
@@ -53,13 +56,14 @@ func cmdCopy(ctx context.Context, name string, args []string) error {
 	if err != nil {
 		return err
 	}
+	if !rf.quiet {
+		// One line on stderr, terminal or not (with -json too: stdout
+		// carries the object).
+		fmt.Fprintln(os.Stderr, summary(name, st))
+	}
 	if rf.json {
 		return printJSON(name, srcArg, dstArg, st, &rf.blob)
 	}
-	if !isTerminal(os.Stderr) {
-		return nil
-	}
-	fmt.Fprintln(os.Stderr, summary(name, st))
 	return nil
 }
 
@@ -137,7 +141,7 @@ func printJSON(name, src, dst string, st transfer.Stats, bf *blobFlags) error {
 		Command: name, Source: shown(src), Target: shown(dst),
 		BytesCompared: st.Compared, BytesEqual: st.Equal, BytesWritten: st.Written, BytesZeroed: st.Zeroed,
 		Extents: st.Extents, SourceRead: st.SourceRead, TargetRead: st.TargetRead,
-		Resumed: st.Resumed, ResumedFrom: st.ResumedFrom, Verified: st.Verified,
+		Resumed: st.Resumed, ResumedFrom: st.ResumedFrom, JournalDiscardedReason: st.JournalDiscardedReason, Verified: st.Verified,
 		CopySeconds: st.Copy.Seconds(), FlushSeconds: st.Flush.Seconds(), VerifySeconds: st.Verify.Seconds(),
 		Seconds:       st.Elapsed.Seconds(),
 		PriorSnapshot: bf.priorSnapshot, RecoveryPoint: bf.recoveryPoint,
@@ -150,6 +154,9 @@ func summary(name string, st transfer.Stats) string {
 		st.Elapsed.Seconds(), bytesHuman(int64(float64(st.Compared)/max(st.Elapsed.Seconds(), 1e-9))))
 	if st.Resumed {
 		s += fmt.Sprintf("; resumed at %s", bytesHuman(st.ResumedFrom))
+	}
+	if st.JournalDiscarded {
+		s += "; journal not trusted (" + st.JournalDiscardedReason + "), compared everything"
 	}
 	if st.Verified {
 		s += "; verified identical"

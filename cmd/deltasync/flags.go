@@ -55,7 +55,7 @@ type runFlags struct {
 	journalBytes                                       size
 	concurrency, compareConcurrency                    int
 	journalDir                                         string
-	noJournal, discardJournal, verify, json, allowLive bool
+	noJournal, discardJournal, verify, json, allowLive, quiet bool
 	truncate, direct, noMmap, keepCache                bool
 	zeroMode, fsync, directReads                       string
 	blob                                               blobFlags // page blob targets (blob.go)
@@ -84,6 +84,7 @@ func newFlagSet(name string, rf *runFlags) *flag.FlagSet {
 	fs.BoolVar(&rf.discardJournal, "discard-bad-journal", false, "delete a journal that does not match this run instead of failing")
 	fs.BoolVar(&rf.verify, "verify", false, "re-read both disks after the run (the target from the device) and prove them equal")
 	fs.BoolVar(&rf.json, "json", false, "print one JSON object with the run's figures on stdout")
+	fs.BoolVar(&rf.quiet, "q", false, "do not print the one-line summary on stderr")
 	fs.BoolVar(&rf.allowLive, "allow-live", false, "accept a source that is mounted or changes during the run (crash-inconsistent copy)")
 	fs.BoolVar(&rf.truncate, "truncate", false, "shrink a target longer than the source (default: its tail is kept)")
 	fs.BoolVar(&rf.direct, "direct", false, "open the target with O_DIRECT")
