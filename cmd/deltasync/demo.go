@@ -85,7 +85,11 @@ func runDemo(ctx context.Context, fn func(context.Context, transfer.Source, tran
 		return transfer.Stats{}, err
 	}
 	defer s.Close()
-	d, err := localdisk.OpenTarget(dst, localdisk.TargetOptions{Create: create})
+	var state string
+	if ds, ok := o.Journal.(transfer.DirStore); ok {
+		state = ds.Dir // the watchdog records beside the journals
+	}
+	d, err := localdisk.OpenTarget(dst, localdisk.TargetOptions{Create: create, StateDir: state})
 	if err != nil {
 		return transfer.Stats{}, err
 	}
