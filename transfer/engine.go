@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 )
 
 // mode tells Seed from Sync.
@@ -249,10 +250,13 @@ func (r *run) stop(ctx context.Context, err error) error {
 	}
 	// A failed copy (copy_file_range, Put Page From URL) is not poison:
 	// its range is above the watermark and compared again, and its
-	// failure is usually the source's.
+	// failure is usually the source's. Nor is a lost connection to a
+	// remote target (disk.ErrDisconnected): the target applies what it
+	// received, and its witness says whether anything failed there.
 	var we *WriteError
 	poison := errors.As(err, &we) && we.Op != "copy" && ctx.Err() == nil &&
-		!errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
+		!errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) &&
+		!errors.Is(err, disk.ErrDisconnected)
 	if r.store != nil && !r.dropped && errors.Is(err, ErrSourceChanged) {
 		// The source's version is part of the journal's identity: no
 		// rerun can resume from this journal.
@@ -270,7 +274,7 @@ func (r *run) stop(ctx context.Context, err error) error {
 	if !poison {
 		if cerr := r.checkpoint(sctx); cerr != nil {
 			// A flush that fails here poisons as well.
-			if errors.As(cerr, &we) {
+			if errors.As(cerr, &we) && !errors.Is(cerr, disk.ErrDisconnected) {
 				poison = true
 			}
 			err = errors.Join(err, cerr)
