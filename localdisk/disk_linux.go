@@ -72,7 +72,11 @@ const maxWrite = 64 << 20
 // gives ErrMounted; a block device that cannot be held with O_EXCL
 // and is not mounted read-only gives ErrLocked; a file locked by a
 // deltasync target gives ErrLocked. A block device mounted read-only is
-// read without O_EXCL (the mount holds it).
+// read without O_EXCL (the mount holds it). Also refused: a disk whose
+// storage is also a loop device (or a partition of one) mounted
+// read-write, with ErrMounted, and one on which another process holds a
+// fcntl write lock or QEMU's write-permission lock, with ErrLocked (see
+// the package doc, # Aliases).
 func OpenSource(path string, opts SourceOptions) (*Disk, error) {
 	st, err := statPath(path)
 	if err != nil {
@@ -107,6 +111,12 @@ func OpenSource(path string, opts SourceOptions) (*Disk, error) {
 	if err := d.init(); err != nil {
 		d.f.Close()
 		return nil, err
+	}
+	if !opts.AllowLive {
+		if err := d.checkInUse(false); err != nil {
+			d.Close()
+			return nil, err
+		}
 	}
 	return d, nil
 }
@@ -153,8 +163,13 @@ func heldBy(u deviceUse) string {
 // on a file, O_EXCL on a device. A second opener gets ErrLocked; a mounted
 // device gives ErrMounted; a target that cannot be written (read-only
 // mount, read-only device, immutable file, no permission) gives
-// ErrReadOnly. With opts.Create a missing path is created as an empty
-// regular file (grow it with Resize).
+// ErrReadOnly. A target whose storage is also a mounted loop device (or
+// a partition of one), such as the image file of a mounted loop device,
+// gives ErrMounted; one on which another process holds a fcntl lock (OFD
+// or POSIX, as QEMU holds on a running VM's image) gives ErrLocked; the
+// target then holds an OFD write lock over the whole of it until Close
+// (see the package doc, # Aliases). With opts.Create a missing path is
+// created as an empty regular file (grow it with Resize).
 func OpenTarget(path string, opts TargetOptions) (*Disk, error) {
 	if opts.ZeroMode < PunchHoleMode || opts.ZeroMode > WriteZerosMode {
 		return nil, newError("open", path, -1, 0, fmt.Errorf("%w: zero mode %d", fs.ErrInvalid, int(opts.ZeroMode)))
@@ -202,6 +217,10 @@ func OpenTarget(path string, opts TargetOptions) (*Disk, error) {
 	}
 	if err := d.init(); err != nil {
 		d.f.Close()
+		return nil, err
+	}
+	if err := d.checkInUse(true); err != nil {
+		d.Close()
 		return nil, err
 	}
 	return d, nil
@@ -423,10 +442,10 @@ func (d *Disk) control(fn func(fd int) error) error {
 	return opErr
 }
 
-// Close releases the exclusive hold (flock or O_EXCL) and closes the
-// descriptor. It does not flush: call Flush first for durability. Calls
-// after the first return the first call's result. Other methods called
-// after Close return an error wrapping fs.ErrClosed.
+// Close releases the exclusive hold (flock or O_EXCL, and a target's OFD
+// lock) and closes the descriptor. It does not flush: call Flush first
+// for durability. Calls after the first return the first call's result.
+// Other methods called after Close return an error wrapping fs.ErrClosed.
 func (d *Disk) Close() error {
 	d.closeOnce.Do(func() {
 		if d.locked {
@@ -434,6 +453,7 @@ func (d *Disk) Close() error {
 			// the open file description, and the lock, alive.
 			_ = d.control(func(fd int) error { return unix.Flock(fd, unix.LOCK_UN) })
 		}
+		d.fcntlUnlock()
 		d.closed.Store(true)
 		if err := d.f.Close(); err != nil {
 			d.closeErr = newError("close", d.path, -1, 0, err)

@@ -30,10 +30,11 @@
 // A source file is opened O_RDONLY (with O_NOATIME when allowed) and, unless
 // AllowLive, holds a shared flock: a file a deltasync target is writing is
 // refused with ErrLocked, and no target can take it while it is read (on a
-// filesystem without flock the source is read unlocked). Nothing else
-// about a file's liveness is checked: a file that a VM has open, or that
-// backs a mounted loop device, is not detected; Version catches writes
-// that change its mtime.
+// filesystem without flock the source is read unlocked). Unless
+// AllowLive, a file (or device) that is also a loop device mounted
+// read-write, or that another process holds a fcntl write lock on, or
+// QEMU's write-permission lock, is refused (# Aliases); Version catches
+// other writes that change its mtime.
 //
 // A source device is checked against /proc/self/mountinfo and /proc/swaps
 // for its family: mounted read-write gives ErrMounted. It is then opened
@@ -56,9 +57,62 @@
 // and EACCES or EPERM when opening for writing (an immutable file, no
 // permission), give ErrReadOnly.
 //
+// A target is also refused when its storage is in use under another name
+// or locked by another program (# Aliases).
+//
 // A write never grows a disk: writes past Size fail with ErrOutOfRange,
 // and a target is grown with Resize, so that a size mismatch is never
 // hidden.
+//
+// # Aliases
+//
+// One storage may have several names: a loop device and its backing
+// file, two loop devices over one file, a disk and its partitions, a
+// partition of a loop device and the file beneath. Storage resolves a
+// disk to what stores its bytes, by number, never by path: a regular file
+// is its st_dev and inode (the whole file, whatever its size); a loop
+// device is its backing file or device from lo_offset for the loop
+// device's size (bounded by lo_sizelimit), from LOOP_GET_STATUS64 (sysfs
+// loop/offset and the inode of loop/backing_file when the ioctl is not
+// allowed); a partition is its range of its disk
+// (/sys/dev/block/M:m/{start,size}); a device-mapper or md device is each
+// of its members (/sys/.../slaves), whole (Inexact: their tables are not
+// read, so a device-mapper device overlaps anything on its members'
+// ranges, even an unrelated logical volume of the same physical volume);
+// any other block device is itself.
+//
+// CheckSides refuses a source and a target whose ranges share a byte,
+// with ErrOverlap (an *OverlapError naming both paths, the storage and
+// the shared bytes); AllowLive does not lift it. Disjoint ranges of one
+// storage pass: two partitions, loop devices over disjoint
+// --offset/--sizelimit ranges. The deltasync command calls it for every
+// seed, sync and verify between local disks, before anything is written.
+//
+// OpenTarget and (unless AllowLive) OpenSource check every bound loop
+// device and each of its partitions whose storage overlaps the disk's:
+// mounted (or active swap, or under a mounted device-mapper or md device)
+// gives ErrMounted for a target, mounted read-write for a source. So the
+// image file of a mounted loop device is refused as a target, as the
+// loop device itself is.
+//
+// They also deal with fcntl byte-range locks (OFD and POSIX), which do
+// not conflict with flock: QEMU holds OFD locks on the images of a
+// running VM (a shared lock on byte 100 plus each permission it holds,
+// 101 for writing). A target takes an OFD write lock over its whole file
+// or device node (F_OFD_SETLK); any lock another process or open file
+// description holds, on any byte, refuses it with ErrLocked, naming the
+// lock and its holder (a process ID for a POSIX lock), and while the
+// target is open nobody else can take one, so a VM cannot start on it.
+// A source asks (F_OFD_GETLK) for a write lock anywhere, or any lock on
+// byte 101 (a VM writing the image), and is refused with ErrLocked. A
+// filesystem without such locks is not checked.
+//
+// Not seen: a loop device in use without being mounted (a VM on
+// /dev/loopN directly shows only through its fcntl locks on that node),
+// a file under another name in another mount namespace whose sysfs path
+// cannot be reached when LOOP_GET_STATUS64 is refused, a target file on a
+// filesystem mounted from the source device, and one page blob under two
+// URLs (pageblob's business).
 //
 // # Sizes and alignment
 //
@@ -120,7 +174,8 @@
 // Every error is an *Error with the operation, the path, and the offset
 // and length where it applies; it unwraps to a sentinel (ErrLocked,
 // ErrMounted, ErrNotBlockOrFile, ErrReadOnly, ErrOutOfRange,
-// ErrCannotResize, ErrDirectIO), an errno, or a context error. ReadAt
+// ErrCannotResize, ErrDirectIO, ErrOverlap), an errno, or a context
+// error. ReadAt
 // returns a bare io.EOF at Size, as io.ReaderAt does.
 //
 // # Concurrency
