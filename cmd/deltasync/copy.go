@@ -90,6 +90,10 @@ func copyDisks(ctx context.Context, name, srcArg, dstArg string, rf *runFlags) (
 		}
 		return transfer.Stats{}, err
 	}
+	if err := checkSides(src, dst); err != nil {
+		dst.Close()
+		return transfer.Stats{}, err
+	}
 	// A block device's pages are dropped behind the comparison so a sync
 	// does not evict the host's working set (-keep-cache keeps them).
 	o.DropBehind = !rf.keepCache && (isBlockDevice(src) || isBlockDevice(dst))

@@ -701,8 +701,9 @@ func TestSameDisk(t *testing.T) {
 			sameBytes(t, "after the refusal", a, data)
 		})
 	}
-	// verify of a file against itself is fine: both are only read.
-	want(t, runCmd(t, "verify", a, link), 0)
+	// verify of a file against itself is refused too: "identical" would
+	// prove nothing about a second copy (localdisk.CheckSides).
+	want(t, runCmd(t, "verify", a, link), 2, "share storage", a, link)
 }
 
 // TestBadInput: a missing source, an unwritable target, a directory:

@@ -52,3 +52,17 @@ func openTarget(arg string, rf *runFlags, create bool) (disk, error) {
 	}
 	return localdisk.OpenTarget(arg, localdisk.TargetOptions{Create: create, Direct: rf.direct, ZeroMode: zm})
 }
+
+// checkSides refuses two local disks that are names of one storage (a
+// loop device and its backing file, two loop devices over one file, a
+// disk and its partition) with overlapping byte ranges, before anything
+// is written: localdisk.CheckSides. Other kinds of disk are not checked
+// here.
+func checkSides(src, dst any) error {
+	s, ok1 := src.(*localdisk.Disk)
+	d, ok2 := dst.(*localdisk.Disk)
+	if !ok1 || !ok2 {
+		return nil
+	}
+	return localdisk.CheckSides(s, d)
+}

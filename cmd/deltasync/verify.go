@@ -55,6 +55,9 @@ func cmdVerify(ctx context.Context, args []string) error {
 			_ = cd.DropCache(0, 0)
 		}
 	}
+	if err := checkSides(ds[0], ds[1]); err != nil {
+		return err
+	}
 	var first *blockdiff.Extent
 	var differ int64
 	fn := func(e blockdiff.Extent) error {
