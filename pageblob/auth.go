@@ -45,6 +45,7 @@ type auth struct {
 	key   *blob.SharedKeyCredential
 	token azcore.TokenCredential
 	sas   *sasSource
+	cred  Credential // what it is, for Blob.Credential
 }
 
 // connString is a parsed storage connection string.
@@ -97,51 +98,136 @@ func parseConnectionString(s string) (connString, error) {
 	return c, nil
 }
 
-// resolve turns a location (a URL, or CONTAINER/BLOB with a connection
-// string or AZURE_STORAGE_ACCOUNT) into a BlobURL and an authorisation.
+// CredentialKind names the kind of credential that authorises a Blob's
+// requests.
+type CredentialKind string
+
+const (
+	// CredentialSAS: a shared access signature, from the URL or from
+	// Options.RefreshSAS.
+	CredentialSAS CredentialKind = "sas"
+	// CredentialSharedKey: an account key, from Options.AccountKey or
+	// AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY.
+	CredentialSharedKey CredentialKind = "shared-key"
+	// CredentialConnectionString: the key or SAS of a connection string
+	// (Options.ConnectionString or AZURE_STORAGE_CONNECTION_STRING) for
+	// the URL's account.
+	CredentialConnectionString CredentialKind = "connection-string"
+	// CredentialAzureAD: an Azure AD token, from Options.Credential or
+	// azidentity.DefaultAzureCredential.
+	CredentialAzureAD CredentialKind = "azure-ad"
+	// CredentialEmulator: the emulators' public development key, for
+	// devstoreaccount1 on a loopback emulator.
+	CredentialEmulator CredentialKind = "emulator"
+)
+
+// Credential says which credential authorises a Blob's requests and
+// where it was found. It never holds the secret.
+type Credential struct {
+	Kind CredentialKind
+	// From says where the credential came from: "the URL",
+	// "Options.RefreshSAS", "Options.Credential", "Options.AccountKey",
+	// "Options.ConnectionString", "AZURE_STORAGE_CONNECTION_STRING",
+	// "AZURE_STORAGE_KEY", "the development key" or
+	// "DefaultAzureCredential".
+	From string
+}
+
+func (c Credential) String() string { return string(c.Kind) + " (" + c.From + ")" }
+
+// Credential returns the kind of credential that authorises this Blob's
+// requests, and where it was found (never the secret).
+func (b *Blob) Credential() Credential { return b.cl.auth.cred }
+
+// howToAuthenticate ends the errors that find no credential.
+const howToAuthenticate = "authenticate with a SAS in the URL, AZURE_STORAGE_CONNECTION_STRING, " +
+	"AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY, or an Azure AD sign-in (az login, a managed identity, " +
+	"or AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET)"
+
+// env is what a location and its credential are resolved from, besides
+// the location itself.
+type env struct {
+	cs                 *connString
+	csFrom             string // where the connection string came from
+	envAccount, envKey string
+}
+
+func readEnv(o *Options) (env, error) {
+	getenv := o.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	e := env{csFrom: "Options.ConnectionString"}
+	connStr := o.ConnectionString
+	if connStr == "" {
+		connStr, e.csFrom = getenv("AZURE_STORAGE_CONNECTION_STRING"), "AZURE_STORAGE_CONNECTION_STRING"
+	}
+	if connStr != "" {
+		c, err := parseConnectionString(connStr)
+		if err != nil {
+			return env{}, fmt.Errorf("%w (%s)", err, e.csFrom)
+		}
+		e.cs = &c
+	}
+	e.envAccount, e.envKey = getenv("AZURE_STORAGE_ACCOUNT"), getenv("AZURE_STORAGE_KEY")
+	return e, nil
+}
+
+// locate turns a location (a URL, or CONTAINER/BLOB with a connection
+// string or AZURE_STORAGE_ACCOUNT) into a BlobURL.
+func (e env) locate(location string) (BlobURL, error) {
+	raw := location
+	if !strings.Contains(location, "://") {
+		name := strings.TrimPrefix(location, "/")
+		switch {
+		case e.cs != nil:
+			raw = e.cs.endpoint + "/" + name
+		case e.envAccount != "":
+			raw = "https://" + e.envAccount + ".blob.core.windows.net/" + name
+		default:
+			return BlobURL{}, fmt.Errorf("%w %q: a location without a scheme needs a connection string or AZURE_STORAGE_ACCOUNT", ErrBadURL, Redact(location))
+		}
+	}
+	return ParseURL(raw)
+}
+
+// Locate resolves a location as Open does (a URL, or CONTAINER/BLOB with
+// Options.ConnectionString, AZURE_STORAGE_CONNECTION_STRING or
+// AZURE_STORAGE_ACCOUNT), without sending anything or choosing a
+// credential.
+func Locate(location string, o *Options) (BlobURL, error) {
+	if o == nil {
+		o = &Options{}
+	}
+	e, err := readEnv(o)
+	if err != nil {
+		return BlobURL{}, err
+	}
+	return e.locate(location)
+}
+
+// resolve turns a location into a BlobURL and an authorisation.
 //
 // The credential is the first of: the URL's SAS; Options.RefreshSAS;
 // Options.Credential; Options.AccountKey; the connection string
 // (Options.ConnectionString or AZURE_STORAGE_CONNECTION_STRING) if it is
 // for the URL's account; AZURE_STORAGE_KEY if AZURE_STORAGE_ACCOUNT names
 // the URL's account; the public development key for devstoreaccount1 on
-// a loopback emulator; azidentity.DefaultAzureCredential.
+// a loopback emulator. A connection string or account key for another
+// account is never used: when one is set and none of these applies, the
+// URL has no credential (ErrNoCredential), so that two sides in two
+// accounts each get their own. Otherwise it is
+// azidentity.DefaultAzureCredential.
 func resolve(ctx context.Context, location string, o *Options) (BlobURL, *auth, error) {
-	getenv := o.Getenv
-	if getenv == nil {
-		getenv = os.Getenv
-	}
-	connStr := o.ConnectionString
-	if connStr == "" {
-		connStr = getenv("AZURE_STORAGE_CONNECTION_STRING")
-	}
-	var cs *connString
-	if connStr != "" {
-		c, err := parseConnectionString(connStr)
-		if err != nil {
-			return BlobURL{}, nil, err
-		}
-		cs = &c
-	}
-	envAccount, envKey := getenv("AZURE_STORAGE_ACCOUNT"), getenv("AZURE_STORAGE_KEY")
-
-	raw := location
-	if !strings.Contains(location, "://") {
-		name := strings.TrimPrefix(location, "/")
-		switch {
-		case cs != nil:
-			raw = cs.endpoint + "/" + name
-		case envAccount != "":
-			raw = "https://" + envAccount + ".blob.core.windows.net/" + name
-		default:
-			return BlobURL{}, nil, fmt.Errorf("%w %q: a location without a scheme needs a connection string or AZURE_STORAGE_ACCOUNT", ErrBadURL, Redact(location))
-		}
-	}
-	loc, err := ParseURL(raw)
+	e, err := readEnv(o)
 	if err != nil {
 		return BlobURL{}, nil, err
 	}
-
+	loc, err := e.locate(location)
+	if err != nil {
+		return BlobURL{}, nil, err
+	}
+	cs, envAccount, envKey := e.cs, e.envAccount, e.envKey
 	switch {
 	case loc.HasSAS():
 		s, err := newSASSource(loc, loc.sas, o.RefreshSAS)
@@ -149,7 +235,7 @@ func resolve(ctx context.Context, location string, o *Options) (BlobURL, *auth, 
 			return BlobURL{}, nil, err
 		}
 		loc.sas = nil
-		return loc, &auth{kind: authSAS, sas: s}, nil
+		return loc, &auth{kind: authSAS, sas: s, cred: Credential{CredentialSAS, "the URL"}}, nil
 	case o.RefreshSAS != nil:
 		s, err := newSASSource(loc, nil, o.RefreshSAS)
 		if err != nil {
@@ -158,44 +244,104 @@ func resolve(ctx context.Context, location string, o *Options) (BlobURL, *auth, 
 		if err := s.refreshStale(ctx, nil); err != nil {
 			return BlobURL{}, nil, err
 		}
-		return loc, &auth{kind: authSAS, sas: s}, nil
+		return loc, &auth{kind: authSAS, sas: s, cred: Credential{CredentialSAS, "Options.RefreshSAS"}}, nil
 	case o.Credential != nil:
-		return loc, &auth{kind: authToken, token: o.Credential}, nil
+		return loc, &auth{kind: authToken, token: o.Credential, cred: Credential{CredentialAzureAD, "Options.Credential"}}, nil
 	case o.AccountKey != "":
-		return keyAuth(loc, loc.Account, o.AccountKey, "Options.AccountKey")
+		return keyAuth(loc, loc.Account, o.AccountKey, Credential{CredentialSharedKey, "Options.AccountKey"})
 	case cs != nil && strings.EqualFold(cs.account, loc.Account):
+		from := Credential{CredentialConnectionString, e.csFrom}
 		if cs.key != "" {
-			return keyAuth(loc, cs.account, cs.key, "the connection string's AccountKey")
+			return keyAuth(loc, cs.account, cs.key, from)
 		}
-		q, err := url.ParseQuery(cs.sas)
-		if err != nil {
-			return BlobURL{}, nil, fmt.Errorf("%w: the connection string's SharedAccessSignature does not parse", ErrNoCredential)
+		q, err := parseQuery(cs.sas)
+		if err != nil || q.Get("sig") == "" {
+			return BlobURL{}, nil, fmt.Errorf("%w: the SharedAccessSignature of %s does not parse", ErrNoCredential, e.csFrom)
 		}
 		s, err := newSASSource(loc, q, o.RefreshSAS)
 		if err != nil {
 			return BlobURL{}, nil, err
 		}
-		return loc, &auth{kind: authSAS, sas: s}, nil
+		return loc, &auth{kind: authSAS, sas: s, cred: from}, nil
 	case envAccount != "" && envKey != "" && strings.EqualFold(envAccount, loc.Account):
-		return keyAuth(loc, envAccount, envKey, "AZURE_STORAGE_KEY")
+		return keyAuth(loc, envAccount, envKey, Credential{CredentialSharedKey, "AZURE_STORAGE_KEY"})
 	case loc.Kind == Emulator && loc.Account == emulatorAccount:
-		return keyAuth(loc, emulatorAccount, emulatorKey, "the development key")
+		return keyAuth(loc, emulatorAccount, emulatorKey, Credential{CredentialEmulator, "the development key"})
+	case cs != nil:
+		return BlobURL{}, nil, fmt.Errorf("%w for %s: %s is for account %q, not %q, and is never used for another account; "+
+			"give this URL a credential of its own (a SAS in the URL, or AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY of %s)",
+			ErrNoCredential, loc, e.csFrom, cs.account, loc.Account, loc.Account)
+	case envAccount != "" && envKey != "":
+		return BlobURL{}, nil, fmt.Errorf("%w for %s: AZURE_STORAGE_KEY is the key of account %q (AZURE_STORAGE_ACCOUNT), not of %q, "+
+			"and is never used for another account; give this URL a credential of its own (a SAS in the URL, or a connection string of %s)",
+			ErrNoCredential, loc, envAccount, loc.Account, loc.Account)
 	}
 	cred, err := azidentity.NewDefaultAzureCredential(nil)
 	if err != nil {
-		return BlobURL{}, nil, fmt.Errorf("%w for %s: no SAS, key or connection string, and DefaultAzureCredential failed: %v", ErrNoCredential, loc, err)
+		return BlobURL{}, nil, fmt.Errorf("%w for %s: no SAS, key or connection string, and DefaultAzureCredential failed (%s); %s",
+			ErrNoCredential, loc, firstLine(scrub(err.Error())), howToAuthenticate)
 	}
-	return loc, &auth{kind: authToken, token: cred}, nil
+	return loc, &auth{kind: authToken, token: defaultCredential{cred}, cred: Credential{CredentialAzureAD, "DefaultAzureCredential"}}, nil
 }
 
-func keyAuth(loc BlobURL, account, key, from string) (BlobURL, *auth, error) {
+// defaultCredential is DefaultAzureCredential whose failure is one line
+// that says how to authenticate, instead of azidentity's report of every
+// credential it tried (still reachable with errors.As).
+type defaultCredential struct{ c azcore.TokenCredential }
+
+func (d defaultCredential) GetToken(ctx context.Context, o policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	tok, err := d.c.GetToken(ctx, o)
+	if err != nil && ctx.Err() == nil {
+		return tok, &signInError{err}
+	}
+	return tok, err
+}
+
+// signInError is a failed DefaultAzureCredential. It matches
+// ErrNoCredential, and the retry policy does not retry it.
+type signInError struct{ err error }
+
+func (e *signInError) Error() string {
+	tried := attemptedCredentials(e.err.Error())
+	if tried != "" {
+		tried = " (it tried " + tried + ")"
+	}
+	return "no credential: no SAS, key or connection string, and the Azure AD sign-in through DefaultAzureCredential failed" + tried + "; " + howToAuthenticate
+}
+
+func (e *signInError) Unwrap() []error { return []error{ErrNoCredential, e.err} }
+func (e *signInError) NonRetriable()   {}
+
+// attemptedCredentials returns the names of the credentials azidentity's
+// DefaultAzureCredential error lists (lines "\tNameCredential: ..." or
+// "\tNameCredential authentication failed"), comma-separated.
+func attemptedCredentials(msg string) string {
+	var names []string
+	for _, line := range strings.Split(msg, "\n") {
+		if !strings.HasPrefix(line, "\t") || strings.HasPrefix(line, "\t\t") {
+			continue
+		}
+		f := strings.FieldsFunc(line, func(r rune) bool { return r == ':' || r == ' ' || r == '\t' })
+		if len(f) > 0 && strings.HasSuffix(f[0], "Credential") {
+			names = append(names, f[0])
+		}
+	}
+	return strings.Join(names, ", ")
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	return strings.TrimSpace(s)
+}
+
+func keyAuth(loc BlobURL, account, key string, from Credential) (BlobURL, *auth, error) {
 	cred, err := blob.NewSharedKeyCredential(account, key)
 	if err != nil {
 		// The SDK's message does not contain the key, but say only where
 		// it came from.
-		return BlobURL{}, nil, fmt.Errorf("%w: %s is not a valid base64 account key", ErrNoCredential, from)
+		return BlobURL{}, nil, fmt.Errorf("%w: the account key of %s is not valid base64", ErrNoCredential, from.From)
 	}
-	return loc, &auth{kind: authKey, key: cred}, nil
+	return loc, &auth{kind: authKey, key: cred, cred: from}, nil
 }
 
 // sasSource holds the current SAS of a blob and refreshes it.

@@ -47,7 +47,18 @@
 // the SAS expires and after a 403, for long runs); Options.Credential;
 // Options.AccountKey; AZURE_STORAGE_CONNECTION_STRING;
 // AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY; the emulator's public key;
-// azidentity.DefaultAzureCredential. Secrets never appear in errors: every
+// azidentity.DefaultAzureCredential. A SAS that does not parse (a bad
+// %-escape, a field given twice, fields without sig=) is an error
+// (ErrBadURL), never dropped in favour of another credential; SAS field
+// names are case-insensitive (SIG= is sig=). A connection string or
+// AZURE_STORAGE_KEY is used only for its own account: when one is set for
+// another account and nothing else applies, Open fails with
+// ErrNoCredential rather than signing in another way, so that a source
+// and a target in two accounts each get a credential of their own. A
+// failed DefaultAzureCredential is one line that lists the ways to
+// authenticate. Blob.Credential says which kind was used (sas,
+// shared-key, connection-string, azure-ad, emulator) and where it was
+// found, never the secret. Secrets never appear in errors: every
 // error carries the URL without its SAS (Redact), and error text is
 // scrubbed of SAS fields, keys and Authorization values.
 //

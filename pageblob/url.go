@@ -1,6 +1,7 @@
 package pageblob
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -164,16 +165,49 @@ func ParseURL(raw string) (BlobURL, error) {
 	if b.Account == "" || b.Container == "" || b.Blob == "" || strings.HasSuffix(b.Blob, "/") {
 		return bad("account, container and blob names must not be empty")
 	}
-	q := u.Query()
+	q, err := parseQuery(u.RawQuery)
+	if err != nil {
+		return bad(err.Error())
+	}
 	b.Snapshot = q.Get("snapshot")
 	q.Del("snapshot")
-	if q.Get("versionid") != "" || q.Get("versionId") != "" {
+	if q.Get("versionid") != "" {
 		return bad("blob versions are not supported; use snapshots")
 	}
 	if len(q) > 0 {
 		b.sas = q
 	}
 	return b, nil
+}
+
+// parseQuery parses a URL's query, or a SAS token, strictly: a query
+// that does not parse (a bad %-escape, a ';') is an error, never dropped
+// silently, and so is a SAS without its signature or with a field given
+// twice. Names of SAS fields, snapshot and versionid are case-insensitive
+// (SIG= is sig=) and returned in lower case, the form Azure documents.
+// The error never quotes the query: it holds secrets.
+func parseQuery(raw string) (url.Values, error) {
+	parsed, err := url.ParseQuery(raw)
+	if err != nil {
+		return nil, errors.New("its query (the SAS) does not parse: a bad %-escape, or a ';' between fields")
+	}
+	q := url.Values{}
+	sas := false
+	for k, vs := range parsed {
+		lk := strings.ToLower(k)
+		if sasParams[lk] || lk == "snapshot" || lk == "versionid" {
+			sas = sas || sasParams[lk]
+			k = lk
+		}
+		if len(vs) > 1 || q.Has(k) {
+			return nil, fmt.Errorf("field %s is given more than once in its query", k)
+		}
+		q[k] = vs
+	}
+	if sas && q.Get("sig") == "" {
+		return nil, errors.New("its SAS has no signature (sig=): copy the whole SAS URL")
+	}
+	return q, nil
 }
 
 func isLoopback(host string) bool {
