@@ -92,7 +92,7 @@ func (r StorageRange) End() int64 { return satAdd(r.Off, r.Len) }
 // devices, partitions and (best effort) device-mapper and md.
 type Storage struct {
 	Path   string         // the disk's path, as opened
-	Ranges []StorageRange // sorted by DiskOff as found; empty for a disk of size 0
+	Ranges []StorageRange // in the disk's order where exact; empty for a disk of size 0
 }
 
 // wholeFile is the length of a regular file's range: the whole inode,

@@ -183,6 +183,21 @@ func TestAliasLoopAndBackingFile(t *testing.T) {
 	}
 }
 
+// TestAliasLoopOverLoop: a loop device over another loop device (a block
+// device, lo_rdevice) resolves through both to the file beneath.
+func TestAliasLoopOverLoop(t *testing.T) {
+	const size = 4 * MiB
+	img := imageFile(t, size)
+	inner := attachLoop(t, img, "--offset", strconv.Itoa(MiB))
+	outer := attachLoop(t, inner, "--offset", strconv.Itoa(MiB))
+	src := openSource(t, img, localdisk.SourceOptions{})
+	dst := openTarget(t, outer, localdisk.TargetOptions{})
+	wantOverlap(t, src, dst, 2*MiB, size-2*MiB, 2*MiB, 0)
+	if err := localdisk.CheckSides(src, dst); !strings.Contains(err.Error(), inner) {
+		t.Errorf("the message does not say it went through %s: %v", inner, err)
+	}
+}
+
 // TestDisjointLoops: loop devices over disjoint ranges of one file are
 // not refused, ranges that touch do not overlap, and one shared sector is
 // found.
