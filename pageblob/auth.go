@@ -525,7 +525,9 @@ func newClients(loc BlobURL, a *auth, o Options) *clients {
 	if c.limiter == nil {
 		c.limiter = NewLimiter(o.Concurrency)
 	}
-	var perRetry []policy.Policy
+	// unreachablePolicy first: it sees the transport's errors under
+	// every other policy of a try.
+	perRetry := []policy.Policy{unreachablePolicy{}}
 	if a.kind == authSAS {
 		perRetry = append(perRetry, sasPolicy{a.sas})
 	}

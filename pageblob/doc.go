@@ -62,6 +62,10 @@
 // error carries the URL without its SAS (Redact), and error text is
 // scrubbed of SAS fields, keys and Authorization values.
 //
+// A host that cannot be reached at all (a name that does not resolve, a
+// refused connection, no route) fails at once with ErrUnreachable naming
+// the host, instead of after the retry policy's back-off.
+//
 // # What is checked before sending
 //
 // Azurite accepts what Azure refuses (a Put Page over 4 MiB, a write past
