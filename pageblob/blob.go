@@ -142,7 +142,7 @@ func newBlob(cl *clients, loc BlobURL, m mode, vhd bool) (*Blob, error) {
 func (b *Blob) init(ctx context.Context, managed bool) error {
 	o := &b.cl.opts
 	props, err := b.pb.GetProperties(ctx, nil)
-	if err != nil && bloberror.HasCode(err, bloberror.BlobNotFound) && b.mode == modeTarget && o.CreateSize > 0 {
+	if err != nil && bloberror.HasCode(err, bloberror.BlobNotFound, bloberror.ContainerNotFound) && b.mode == modeTarget && o.CreateSize > 0 {
 		if err := b.create(ctx, o.CreateSize); err != nil {
 			return err
 		}
@@ -150,7 +150,7 @@ func (b *Blob) init(ctx context.Context, managed bool) error {
 		props, err = b.pb.GetProperties(ctx, nil)
 	}
 	if err != nil {
-		return b.wrap("open", 0, 0, err)
+		return b.wrap("open", 0, 0, b.noContainer(err))
 	}
 	if props.BlobType == nil || *props.BlobType != blob.BlobTypePageBlob {
 		return b.wrap("open", 0, 0, ErrNotPageBlob)
@@ -200,9 +200,16 @@ func (b *Blob) create(ctx context.Context, size int64) error {
 	if err != nil {
 		return b.refuse("create", 0, 0, ErrBadSize, "%v", err)
 	}
-	_, err = b.pb.Create(ctx, blobSize, &pageblob.CreateOptions{
+	co := &pageblob.CreateOptions{
 		AccessConditions: &blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfNoneMatch: to.Ptr(azcore.ETagAny)}},
-	})
+	}
+	_, err = b.pb.Create(ctx, blobSize, co)
+	if bloberror.HasCode(err, bloberror.ContainerNotFound) {
+		if err := b.createContainer(ctx); err != nil {
+			return err
+		}
+		_, err = b.pb.Create(ctx, blobSize, co)
+	}
 	if err != nil && !bloberror.HasCode(err, bloberror.BlobAlreadyExists, bloberror.ConditionNotMet) {
 		return b.wrap("create", 0, blobSize, err)
 	}

@@ -62,6 +62,12 @@
 // error carries the URL without its SAS (Redact), and error text is
 // scrubbed of SAS fields, keys and Authorization values.
 //
+// OpenTarget with Options.CreateSize creates a missing container too
+// (Create Container, a plain request under the Blob's credential, as
+// AzCopy does); when the credential may not (a SAS for one blob), the
+// error names the container (ErrContainerNotFound, which matches
+// ErrNotFound).
+//
 // A host that cannot be reached at all (a name that does not resolve, a
 // refused connection, no route) fails at once with ErrUnreachable naming
 // the host, instead of after the retry policy's back-off.
