@@ -55,6 +55,7 @@ type Blob struct {
 	prior     priorState  // that snapshot
 	noCopy    atomic.Bool // CopyRange declined: the service cannot copy from the source
 	copied    atomic.Bool // a CopyRange succeeded
+	copyStats copyStats   // bytes copied and why copies declined (rangecopy.go)
 
 	ctx       context.Context // cancelled by Close
 	cancel    context.CancelFunc

@@ -107,9 +107,12 @@
 // them but never uploads data. The source must be readable by URL: its
 // SAS is sent, or a two-hour read SAS is minted from its account key, or
 // its Azure AD token goes in x-ms-copy-source-authorization. When the
-// service cannot copy from the source (Azurite answers 501; Azure answers
-// CannotVerifyCopySource when it cannot reach the source), the first copy
-// declines and the run reads and writes instead.
+// service refuses a copy for a reason that reading and writing avoid
+// (whatever its status: Azurite answers 501 under a shared key and 500
+// under a SAS; Azure answers CannotVerifyCopySource when it cannot reach
+// the source), CopyRange declines from then on, the run reads and writes
+// instead, and CopyStats says why. Refusals a write would meet as well
+// (the lease, the sequence number, throttling) are errors.
 //
 // # Targets and managed disks
 //
@@ -143,6 +146,6 @@
 // everything it does right, and against answers recorded in Azure's own
 // XML format for what it does wrong: paging of page-range listings
 // (ignored), Get Page Ranges Diff (answered with a plain listing, without
-// ClearRange entries) and Put Page From URL (501). Tests against real
-// Azure run when DELTASYNC_AZURE_CONTAINER_URL is set.
+// ClearRange entries) and Put Page From URL (501, or 500 under a SAS).
+// Tests against real Azure run when DELTASYNC_AZURE_CONTAINER_URL is set.
 package pageblob

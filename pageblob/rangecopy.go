@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
-	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/sas"
 )
 
@@ -37,19 +40,30 @@ const (
 // anything else (another type, a range past the source's end, a source
 // on an emulator on another host that Azure could not reach) CopyRange
 // returns false, having sent nothing, and the caller reads and writes.
-// When the very first copy of this Blob fails because the service cannot
-// copy from the source (Azurite answers 501; Azure answers
-// CannotVerifyCopySource when it cannot read the source, for example
-// behind a firewall), CopyRange returns false and declines every later
-// call, so that a run falls back to reading and writing. Errors after
-// that are returned.
+//
+// When the service refuses a copy for a reason that reading and writing
+// avoid, CopyRange returns false and declines every later call, so that
+// a run falls back to reading and writing; CopyStats says why. That is
+// any answer of the service to the copy (Azurite answers 501 under a
+// shared key and 500 under a SAS; Azure answers CannotVerifyCopySource
+// when it cannot read the source, for example behind a firewall, or 403
+// when the source's SAS does not let it read), except those a write would
+// meet too: the lease or sequence number condition (ErrConcurrentWriter),
+// throttling (ErrThrottled). Those, a cancelled context and network
+// failures are returned as errors. While no copy has succeeded, a 500 is
+// not retried (a service that cannot copy answers it at once, and
+// reading and writing is correct anyway).
 //
 // Like WriteAt, every request carries the lease ID and the run's
 // sequence number; off and n must be multiples of 512 inside the disk.
 // It may be called concurrently on disjoint ranges.
 func (b *Blob) CopyRange(ctx context.Context, src any, off, n int64) (bool, error) {
 	s, ok := src.(*Blob)
-	if !ok || s == nil || b.noCopy.Load() || !b.canCopyFrom(s) {
+	if !ok || s == nil || b.noCopy.Load() {
+		return false, nil
+	}
+	if !b.canCopyFrom(s) {
+		b.declineCopies("the source is on another emulator host, which the target's service cannot reach")
 		return false, nil
 	}
 	if off < 0 || n <= 0 || off+n > s.Size() {
@@ -65,19 +79,60 @@ func (b *Blob) CopyRange(ctx context.Context, src any, off, n int64) (bool, erro
 		}
 		// No way to make the source readable by URL (a token that
 		// cannot be had, say): read and write instead.
-		b.noCopy.Store(true)
+		b.declineCopies("the source has no URL the service could read it by: " + scrub(err.Error()))
 		return false, nil
 	}
-	err = b.copyFromURL(ctx, srcURL, authz, off, n)
-	if err != nil && !b.copied.Load() && cannotCopy(err) {
-		b.noCopy.Store(true)
-		return false, nil
+	cctx := ctx
+	if !b.copied.Load() {
+		cctx = policy.WithRetryOptions(ctx, probeRetry(b.cl.opts.Retry))
 	}
+	err = b.copyFromURL(cctx, srcURL, authz, off, n)
 	if err != nil {
+		if why, ok := copyRefused(ctx, err); ok {
+			b.declineCopies(why)
+			return false, nil
+		}
 		return true, err
 	}
 	b.copied.Store(true)
+	b.copyStats.copied.Add(n)
 	return true, nil
+}
+
+// CopyStats says what CopyRange did on this Blob.
+type CopyStats struct {
+	// Copied is the bytes copied server-side (Put Page From URL).
+	Copied int64
+	// Fallback says why CopyRange declined to copy from a page blob
+	// source, so that the run read the source and wrote instead, for
+	// example "Put Page From URL refused: HTTP 500"; "" when it never
+	// declined.
+	Fallback string
+}
+
+// CopyStats returns the bytes CopyRange copied and why it declined, if it
+// did.
+func (b *Blob) CopyStats() CopyStats {
+	b.copyStats.mu.Lock()
+	defer b.copyStats.mu.Unlock()
+	return CopyStats{Copied: b.copyStats.copied.Load(), Fallback: b.copyStats.fallback}
+}
+
+type copyStats struct {
+	copied   atomic.Int64
+	mu       sync.Mutex
+	fallback string
+}
+
+// declineCopies makes CopyRange decline from now on, recording why (the
+// first reason only).
+func (b *Blob) declineCopies(why string) {
+	b.copyStats.mu.Lock()
+	if b.copyStats.fallback == "" {
+		b.copyStats.fallback = why
+	}
+	b.copyStats.mu.Unlock()
+	b.noCopy.Store(true)
 }
 
 // canCopyFrom tells whether the service behind b could read s by URL.
@@ -90,12 +145,46 @@ func (b *Blob) canCopyFrom(s *Blob) bool {
 	return true
 }
 
-// cannotCopy tells an error that says the service cannot copy from this
-// source at all, not that one request failed.
-func cannotCopy(err error) bool {
-	return errors.Is(err, ErrNotSupported) ||
-		bloberror.HasCode(err, bloberror.CannotVerifyCopySource, bloberror.AuthorizationSourceIPMismatch,
-			bloberror.AuthorizationProtocolMismatch, bloberror.AuthorizationPermissionMismatch)
+// copyRefused tells a failed copy that reading and writing may avoid, and
+// says why: an answer of the service to Put Page From URL, whatever its
+// status, unless a write would meet it too (the target's lease or
+// sequence number condition, throttling). No answer at all (the network,
+// a cancelled context), or the failure of something done before the copy
+// (the prior snapshot), is not such a refusal.
+func copyRefused(ctx context.Context, err error) (string, bool) {
+	var re *azcore.ResponseError
+	var pe *Error
+	switch {
+	case ctx.Err() != nil, errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return "", false
+	case errors.Is(err, ErrConcurrentWriter), errors.Is(err, ErrThrottled), errors.Is(err, ErrClosed):
+		return "", false
+	case !errors.As(err, &pe) || pe.Op != "copy" || !errors.As(err, &re):
+		// Not the copy's own answer (taking the prior snapshot before the
+		// first change failed, say): a write would meet it too.
+		return "", false
+	}
+	why := fmt.Sprintf("Put Page From URL refused: HTTP %d", re.StatusCode)
+	if re.ErrorCode != "" {
+		why += " " + re.ErrorCode
+	}
+	return why, true
+}
+
+// probeRetry is the retry policy of copies until one succeeds: r without
+// retrying 500, which Azurite answers at once to every Put Page From URL
+// under a SAS (the default policy would retry it for about 6 s).
+func probeRetry(r policy.RetryOptions) policy.RetryOptions {
+	codes := r.StatusCodes
+	if codes == nil {
+		codes = []int{http.StatusRequestTimeout, http.StatusTooManyRequests, http.StatusBadGateway,
+			http.StatusServiceUnavailable, http.StatusGatewayTimeout}
+	}
+	r.StatusCodes = slices.DeleteFunc(slices.Clone(codes), func(c int) bool { return c == http.StatusInternalServerError })
+	if len(r.StatusCodes) == 0 {
+		r.StatusCodes = []int{} // not nil: nil would mean azcore's defaults
+	}
+	return r
 }
 
 // copySource returns the URL under which the service can read this blob
