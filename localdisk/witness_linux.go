@@ -1,6 +1,7 @@
 package localdisk
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -12,10 +13,13 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -88,6 +92,10 @@ type evidence struct {
 	Rdev     uint64    `json:"rdev,omitempty"`
 	Counters string    `json:"counters,omitempty"` // the device's and its parent's
 	Backing  *evidence `json:"backing,omitempty"`  // a loop device's backing file
+	// Tainted is the process ID of another process the watchdog saw
+	// write the target while the run was writing it or after it died
+	// (-1: its event queue overflowed). Such evidence never holds.
+	Tainted int `json:"tainted,omitempty"`
 }
 
 // fileEvidence reads the evidence of the file open at fd (any fd,
@@ -145,6 +153,8 @@ func deviceEvidence(rdev uint64) (*evidence, error) {
 // differs names the first way in which now differs from e, or "".
 func (e *evidence) differs(now *evidence) string {
 	switch {
+	case e.Tainted != 0:
+		return tainted(e.Tainted) + " while the run was writing it or after it was killed"
 	case e.Kind != now.Kind:
 		return fmt.Sprintf("the target was a %s and is now a %s", e.Kind, now.Kind)
 	case e.Dev != now.Dev || e.Ino != now.Ino || e.Birth != now.Birth || e.Gen != now.Gen || e.Rdev != now.Rdev:
@@ -163,6 +173,13 @@ func (e *evidence) differs(now *evidence) string {
 		}
 	}
 	return ""
+}
+
+func tainted(pid int) string {
+	if pid < 0 {
+		return "the watchdog lost count of the target's writers"
+	}
+	return fmt.Sprintf("another process (pid %d) wrote the target", pid)
 }
 
 // current reads the disk's evidence now.
@@ -300,11 +317,13 @@ func readSmall(name string) ([]byte, error) {
 
 // watch is one run's watch of a Disk.
 type watch struct {
-	d    *Disk
-	tok  token
-	once sync.Once
-	pipe *os.File  // the run's end of the watchdog's pipe
-	proc *exec.Cmd // the watchdog
+	d     *Disk
+	tok   token
+	once  sync.Once
+	ctl   *os.File  // the run's end of the pipe to the watchdog
+	reply *os.File  // the watchdog's answers
+	proc  *exec.Cmd // the watchdog
+	taint int       // what the watchdog saw when the run ended it
 }
 
 func (w *watch) Token() string {
@@ -312,27 +331,34 @@ func (w *watch) Token() string {
 	return string(b)
 }
 
-// Stopped records the evidence now (the engine has flushed) and tells the
-// watchdog it is not needed.
+// Stopped records the evidence now (the engine has flushed) and ends the
+// watchdog, which says whether another process wrote the target.
 func (w *watch) Stopped(ctx context.Context) (string, error) {
-	defer w.end()
 	if w.d.kind == BlockDevice {
 		// Counters move when dirty pages reach the device: flush first.
 		if err := w.d.control(func(fd int) error { return retryEINTR(func() error { return unix.Fdatasync(fd) }) }); err != nil {
+			w.end()
 			return "", newError("stopped", w.d.path, -1, 0, fmt.Errorf("fdatasync: %w", err))
 		}
 	}
 	e, err := w.d.current()
+	w.end()
 	if err != nil {
 		return "", newError("stopped", w.d.path, -1, 0, err)
 	}
+	e.Tainted = w.taint
 	b, _ := json.Marshal(e)
 	return string(b), nil
 }
 
-// Done clears the incomplete mark and ends the watch.
+// Done clears the incomplete mark and ends the watch. When the watchdog
+// saw another process write the target during the run, the target may
+// differ from the source: Done says so and keeps the mark.
 func (w *watch) Done(ctx context.Context) error {
 	w.end()
+	if w.taint != 0 {
+		return newError("done", w.d.path, -1, 0, fmt.Errorf("%w: %s during the run; run again", ErrLocked, tainted(w.taint)))
+	}
 	if w.d.kind == RegularFile {
 		return w.d.setIncomplete(false)
 	}
@@ -342,19 +368,49 @@ func (w *watch) Done(ctx context.Context) error {
 // Abandon ends the watch; the watchdog records nothing.
 func (w *watch) Abandon() { w.end() }
 
-// end tells the watchdog that the run ended knowingly, and reaps it.
+// end tells the watchdog that the run ended knowingly, takes its answer
+// (whether it saw another writer) and reaps it.
 func (w *watch) end() {
 	w.once.Do(func() {
-		if w.pipe == nil {
+		if w.ctl == nil {
 			return
 		}
-		w.pipe.Write([]byte("done\n"))
-		w.pipe.Close()
+		w.ctl.Write([]byte("stop\n"))
+		w.ctl.Close()
+		w.reply.SetReadDeadline(time.Now().Add(10 * time.Second))
+		line, _ := readLine(w.reply)
+		w.reply.Close()
+		if pid, ok := strings.CutPrefix(line, "tainted "); ok {
+			w.taint, _ = strconv.Atoi(pid)
+			if w.taint == 0 {
+				w.taint = -1
+			}
+		}
 		w.proc.Wait()
 		if w.tok.Evidence != "" {
 			os.Remove(w.tok.Evidence)
 		}
 	})
+}
+
+// readLine reads up to a newline, a byte at a time (the answers are
+// short and nothing may be read past them).
+func readLine(f *os.File) (string, error) {
+	var b []byte
+	var c [1]byte
+	for len(b) < 256 {
+		n, err := f.Read(c[:])
+		if n == 1 {
+			if c[0] == '\n' {
+				return string(b), nil
+			}
+			b = append(b, c[0])
+		}
+		if err != nil {
+			return string(b), err
+		}
+	}
+	return string(b), nil
 }
 
 // evidenceDir is where watchdogs record: StateDir/evidence, by default
@@ -402,44 +458,139 @@ func (w *watch) startWatchdog() error {
 		return err
 	}
 	defer target.Close()
-	r, pw, err := os.Pipe()
+	ctlR, ctlW, err := os.Pipe()
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), watchdogEnv+"=1", "DELTASYNC_WATCHDOG_OUT="+out, "DELTASYNC_WATCHDOG_KIND="+w.d.kind.String())
-	cmd.ExtraFiles = []*os.File{r, target} // fds 3 and 4
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		pw.Close()
+	defer ctlR.Close()
+	repR, repW, err := os.Pipe()
+	if err != nil {
+		ctlW.Close()
 		return err
 	}
-	// No handshake: a run killed before the watchdog is ready leaves
-	// the pipe closed, and the watchdog records as soon as it runs (in
-	// its own process group, so a terminal's signals do not reach it).
-	w.pipe, w.proc, w.tok = pw, cmd, token{V: 1, Evidence: out}
+	defer repW.Close()
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), watchdogEnv+"=1", "DELTASYNC_WATCHDOG_OUT="+out, "DELTASYNC_WATCHDOG_KIND="+w.d.kind.String())
+	cmd.ExtraFiles = []*os.File{ctlR, target, repW} // fds 3, 4 and 5
+	// Its own process group: a terminal's Ctrl-C does not reach it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		ctlW.Close()
+		repR.Close()
+		return err
+	}
+	repW.Close()
+	// The watchdog watches the target's writers from before the first
+	// write: wait until it says so. A run killed before that leaves the
+	// pipe closed, and the watchdog records as soon as it runs.
+	repR.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := readLine(repR)
+	if !strings.HasPrefix(line, "ready") {
+		ctlW.Close()
+		repR.Close()
+		cmd.Process.Kill()
+		cmd.Wait()
+		return fmt.Errorf("the watchdog did not start (%q, %v)", line, err)
+	}
+	w.ctl, w.reply, w.proc, w.tok = ctlW, repR, cmd, token{V: 1, Evidence: out}
 	return nil
 }
 
-// watchdogMain is the watchdog process; see RunWatchdogIfAsked.
+// watchdogMain is the watchdog process; see RunWatchdogIfAsked. Where
+// fanotify is allowed (CAP_SYS_ADMIN), it also listens for writes to the
+// target (FAN_MODIFY) and notes any made by another process than the run
+// (kernel events carry the writer's process ID and are queued in order,
+// so a write made after the run died cannot be mistaken for the run's).
 func watchdogMain() int {
 	signal.Ignore(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGPIPE)
 	out := os.Getenv("DELTASYNC_WATCHDOG_OUT")
 	kind := os.Getenv("DELTASYNC_WATCHDOG_KIND")
-	pipe := os.NewFile(3, "pipe")
-	target := os.NewFile(4, "target")
-	b, _ := io.ReadAll(pipe)
-	if strings.HasPrefix(string(b), "done") {
-		return 0 // the run ended knowingly
+	const ctl, target, reply = 3, 4, 5
+	run, self := os.Getppid(), os.Getpid()
+	fan, err := unix.FanotifyInit(unix.FAN_CLASS_NOTIF|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK, unix.O_RDONLY|unix.O_LARGEFILE|unix.O_CLOEXEC)
+	if err == nil {
+		if err = unix.FanotifyMark(fan, unix.FAN_MARK_ADD, unix.FAN_MODIFY, unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", target)); err != nil {
+			unix.Close(fan)
+		}
 	}
-	// The run's process is gone: no write of its can still be running.
+	if err == nil && kind == BlockDevice.String() {
+		// A loop device's backing file too: the run's writes reach it
+		// from the loop driver's kernel threads, anyone else's from
+		// their own process.
+		var st unix.Stat_t
+		if unix.Fstat(target, &st) == nil {
+			if b, rerr := os.ReadFile(filepath.Join(sysDir(st.Rdev), "loop", "backing_file")); rerr == nil {
+				unix.FanotifyMark(fan, unix.FAN_MARK_ADD, unix.FAN_MODIFY, unix.AT_FDCWD, strings.TrimSpace(string(b)))
+			}
+		}
+	}
+	if err != nil {
+		fan = -1
+		unix.Write(reply, []byte("ready nofan\n"))
+	} else {
+		unix.Write(reply, []byte("ready fan\n"))
+	}
+	taint := 0
+	buf := make([]byte, 64<<10)
+	drain := func() {
+		for fan >= 0 {
+			n, err := unix.Read(fan, buf)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil || n <= 0 {
+				return
+			}
+			for b := buf[:n]; len(b) >= int(unsafe.Sizeof(unix.FanotifyEventMetadata{})); {
+				ev := (*unix.FanotifyEventMetadata)(unsafe.Pointer(&b[0]))
+				if ev.Event_len < uint32(unsafe.Sizeof(*ev)) || int(ev.Event_len) > len(b) {
+					break
+				}
+				if ev.Fd >= 0 {
+					unix.Close(int(ev.Fd))
+				}
+				switch {
+				case ev.Mask&unix.FAN_Q_OVERFLOW != 0:
+					taint = -1
+				case ev.Mask&unix.FAN_MODIFY != 0 && int(ev.Pid) != run && int(ev.Pid) != self && taint == 0 && !kernelThread(int(ev.Pid)):
+					taint = int(ev.Pid)
+				}
+				b = b[ev.Event_len:]
+			}
+		}
+	}
+	fds := []unix.PollFd{{Fd: ctl, Events: unix.POLLIN}}
+	if fan >= 0 {
+		fds = append(fds, unix.PollFd{Fd: int32(fan), Events: unix.POLLIN})
+	}
+	for {
+		if _, err := unix.Poll(fds, -1); err != nil && err != unix.EINTR {
+			return 1
+		}
+		drain()
+		if fds[0].Revents == 0 {
+			continue
+		}
+		n, _ := unix.Read(ctl, buf[:64])
+		if n > 0 && strings.HasPrefix(string(buf[:n]), "stop") {
+			// The run ended knowingly: tell it what was seen.
+			drain()
+			if taint != 0 {
+				unix.Write(reply, []byte(fmt.Sprintf("tainted %d\n", taint)))
+			} else {
+				unix.Write(reply, []byte("clean\n"))
+			}
+			return 0
+		}
+		if n <= 0 {
+			break // EOF: the run's process is gone, all its writes done
+		}
+	}
 	var e *evidence
-	var err error
 	if kind == BlockDevice.String() {
 		var st unix.Stat_t
-		if err = unix.Fstat(int(target.Fd()), &st); err == nil {
-			if dev, oerr := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", target.Fd()), os.O_RDONLY|syscall.O_NONBLOCK, 0); oerr == nil {
+		if err = unix.Fstat(target, &st); err == nil {
+			if dev, oerr := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", target), os.O_RDONLY|syscall.O_NONBLOCK, 0); oerr == nil {
 				unix.Fdatasync(int(dev.Fd())) // the run's dirty pages reach the device
 				dev.Close()
 				e, err = deviceEvidence(st.Rdev)
@@ -448,11 +599,16 @@ func watchdogMain() int {
 			}
 		}
 	} else {
-		e, err = fileEvidence(int(target.Fd()))
+		e, err = fileEvidence(target)
 	}
 	if err != nil {
 		return 1
 	}
+	// A write whose change time the stat saw may still be finishing: its
+	// event comes at its end.
+	time.Sleep(20 * time.Millisecond)
+	drain()
+	e.Tainted = taint
 	data, _ := json.Marshal(e)
 	tmp := out + ".tmp"
 	if err := os.WriteFile(tmp, data, 0o600); err != nil {
@@ -466,6 +622,27 @@ func watchdogMain() int {
 		return 1
 	}
 	return 0
+}
+
+// kernelThread reports whether pid is a kernel thread (PF_KTHREAD in
+// /proc/PID/stat): a loop device's worker writing its backing file.
+func kernelThread(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The command name is in parentheses and may hold spaces: fields
+	// count from the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 7 {
+		return false
+	}
+	flags, err := strconv.ParseUint(f[6], 10, 64)
+	return err == nil && flags&0x00200000 != 0
 }
 
 // fsIocGetVersion is FS_IOC_GETVERSION (_IOR('v', 1, long)) on 64-bit

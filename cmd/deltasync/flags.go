@@ -51,14 +51,14 @@ func parseSize(v string) (int64, error) {
 
 // runFlags are the flags of seed and sync.
 type runFlags struct {
-	blockSize, refine, memory, bwlimit, offset, length size
-	journalBytes                                       size
-	concurrency, compareConcurrency                    int
-	journalDir                                         string
+	blockSize, refine, memory, bwlimit, offset, length        size
+	journalBytes                                              size
+	concurrency, compareConcurrency                           int
+	journalDir                                                string
 	noJournal, discardJournal, verify, json, allowLive, quiet bool
-	truncate, direct, noMmap, keepCache                bool
-	zeroMode, fsync, directReads                       string
-	blob                                               blobFlags // page blob targets (blob.go)
+	truncate, direct, noMmap, keepCache                       bool
+	zeroMode, fsync, directReads                              string
+	blob                                                      blobFlags // page blob targets (blob.go)
 
 	// agent:// disks (agent.go)
 	agent agentFlags
