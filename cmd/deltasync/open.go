@@ -50,7 +50,7 @@ func openTarget(arg string, rf *runFlags, create bool) (disk, error) {
 	if err != nil {
 		return nil, err
 	}
-	return localdisk.OpenTarget(arg, localdisk.TargetOptions{Create: create, Direct: rf.direct, ZeroMode: zm})
+	return localdisk.OpenTarget(arg, localdisk.TargetOptions{Create: create, Direct: rf.direct, ZeroMode: zm, StateDir: rf.journalDir})
 }
 
 // checkSides refuses two local disks that are names of one storage (a
