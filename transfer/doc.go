@@ -71,6 +71,59 @@
 // A run may be limited to a range (Options.Offset, Options.Length) with its
 // own journal, so that several workers each take a slice of a large disk.
 //
+// # Evidence
+//
+// A journal is a claim: that [Offset, Watermark) was written by the run
+// that saved it. It is trusted only with evidence that nothing else wrote
+// the target since that run stopped writing, and that the target is the
+// same disk; the evidence is the target's (a Witness), not the journal's.
+// The engine asks the target to Watch before the first change, saves the
+// watch's token in every journal record, and, when a run stops without
+// finishing (an error, a cancellation), flushes, saves, and saves the
+// evidence the watch records. A run killed with SIGKILL records nothing
+// in process: the witness records for it, out of process. A rerun passes
+// the journal's token and evidence to Check. Without a Witness, without
+// evidence, or when Check says why not, the journal is deleted, the run
+// compares the whole range and says so (Stats.JournalDiscardedReason;
+// Options.AssumeExclusive trusts a journal anyway). Our own writes after
+// the last save move the target's change time, ETag or counters too, so
+// "unchanged since the save" cannot tell them from another writer's; the
+// evidence is read after the run's last write instead.
+//
+//	target          recorded                       untrusted when                          hole that remains
+//	--------------  -----------------------------  --------------------------------------  ------------------------------------
+//	local file      device, inode, birth time      inode or birth time differ (deleted,    a write by mmap (no fanotify event)
+//	(localdisk)     (statx; inode generation       created again); size or nanosecond      in the watchdog's reaction time after
+//	                without one), ctime with ns,   ctime moved (any write, truncate,       a SIGKILL; without CAP_SYS_ADMIN, any
+//	                at a clean stop by the run,    metadata change, even with the mtime    write in that time; kernels before
+//	                after SIGKILL by a watchdog    restored); the watchdog saw another     6.13: a write within one clock tick
+//	                process (fanotify: writers'    pid write it (FAN_MODIFY) during the    of the run's last; a SIGKILL of the
+//	                pids, in order)                run or after its death; no record       watchdog too: no evidence, compare all
+//	block device    diskseq, completed write and   any counter moved; diskseq changed      a write through another device node
+//	(localdisk)     discard counters, the parent   (media or loop re-attached); a loop     stacked elsewhere (dm, md) on the
+//	                disk's too, a loop device's    device's backing file changed; the      same disk; as for files, for the
+//	                backing file as a file; read   watchdog saw another writer of the      backing file of a loop device
+//	                after a flush (by the          device node or, not being a loop
+//	                watchdog after SIGKILL)        worker, of its backing file
+//	page blob       the lease ID (a secret; the    the lease cannot be renewed: it was     none known on Azure; see pageblob
+//	(pageblob)      journal is kept 0600); a new   broken, taken, or the blob modified     for Azurite's differences
+//	                sequence number before the     after it expired
+//	                first write of each run
+//	agent disk      the agent records, when a      another session wrote the disk, or      as for the local disk the agent
+//	(agent)         writing session ends (even     the disk's own evidence (as local       serves; an agent restart forgets
+//	                by a dropped connection),      file or device) fails                   its records: compare all
+//	                after draining and flushing
+//
+// A failed write or flush of the target poisons the journal: the record
+// says so and a rerun compares everything; after a failed flush it reads
+// with O_DIRECT (blockdiff.DirectAlways), because pages whose write-back
+// failed may stay in the page cache, clean, holding data the disk does
+// not have, and a later fsync does not report the error again. A source
+// whose version changed (a file's ctime and birth time are part of it) is
+// refused by the journal's identity. A target stays marked incomplete (an
+// extended attribute on a file, metadata on a blob) while runs write it,
+// until one succeeds.
+//
 // # Live sources
 //
 // A source that is a Versioner has its version taken before and after the
