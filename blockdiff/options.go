@@ -98,6 +98,14 @@ type Options struct {
 	Progress func(compared int64)
 }
 
+// Validate checks the options as Compare would, without any disk: an
+// error wraps ErrBadOptions. Callers that prepare a run in several steps
+// (transfer) call it before they change anything.
+func (o *Options) Validate() error {
+	_, err := o.config()
+	return err
+}
+
 // DirectMode is how *os.File disks use direct I/O (see Options.Direct).
 type DirectMode int
 

@@ -202,3 +202,18 @@ func TestDirStoreRefusesNonJournals(t *testing.T) {
 		t.Fatalf("temporary journal of a killed save left behind: %v", err)
 	}
 }
+
+// TestBadOptionsChangeNothing: an option only blockdiff checks (a refine
+// size that does not divide the block size) is refused before the target
+// is grown, with transfer's sentinel.
+func TestBadOptionsChangeNothing(t *testing.T) {
+	s := newMemDisk(make([]byte, 64<<10), "src")
+	d := newMemDisk(make([]byte, 16<<10), "dst")
+	_, err := Sync(context.Background(), s, d, &Options{BlockSize: 4096, RefineSize: 1000, Journal: &MemStore{}})
+	if !errors.Is(err, ErrBadOptions) || !errors.Is(err, blockdiff.ErrBadOptions) {
+		t.Fatalf("got %v, want transfer.ErrBadOptions wrapping blockdiff's", err)
+	}
+	if d.Size() != 16<<10 || d.watches != 0 {
+		t.Fatalf("the target was changed before the options were checked: size %d, %d watches", d.Size(), d.watches)
+	}
+}

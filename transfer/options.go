@@ -1,6 +1,7 @@
 package transfer
 
 import (
+	"fmt"
 	"runtime"
 	"time"
 
@@ -303,6 +304,13 @@ func (o *Options) config() (config, error) {
 	}
 	if c.Length < 0 {
 		return c, badOptions("length %d", c.Length)
+	}
+	// What blockdiff will be asked, checked now: a run changes nothing
+	// before every option is known good.
+	bo := blockdiff.Options{BlockSize: c.bs, RefineSize: c.RefineSize, Concurrency: c.CompareConcurrency,
+		Direct: c.DirectReads, Hints: c.Hints, Offset: c.Offset, Length: c.Length}
+	if err := bo.Validate(); err != nil {
+		return c, fmt.Errorf("%w: %w", ErrBadOptions, err)
 	}
 	c.journalBytes = c.JournalBytes
 	if c.journalBytes == 0 {
