@@ -1,6 +1,8 @@
 package blockdiff
 
 import (
+	ddisk "github.com/deltasync/deltasync/disk"
+
 	"context"
 	"errors"
 	"fmt"
@@ -234,7 +236,7 @@ func (d *disk) window(ctx context.Context, off, end int64, alloc []Range, all, d
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		n, err := d.r.ReadAt(buf[o-off:e-off], o)
+		n, err := ddisk.ReadAt(ctx, d.r, buf[o-off:e-off], o)
 		d.read.Add(int64(n))
 		if n == int(e-o) {
 			return nil

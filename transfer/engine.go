@@ -228,8 +228,12 @@ func (r *run) work(ctx context.Context) error {
 	return nil
 }
 
-// stopTimeout bounds the last flush and journal save of a stopped run.
-const stopTimeout = 30 * time.Second
+// stopTimeout bounds the last flush and journal save of a run stopped by
+// an error; cancelStopTimeout those of a cancelled run.
+const (
+	stopTimeout       = 30 * time.Second
+	cancelStopTimeout = 1500 * time.Millisecond
+)
 
 // stop ends a run that failed or was cancelled after the target's watch
 // began. A failed write or flush of the target (not a cancelled one)
@@ -238,7 +242,14 @@ const stopTimeout = 30 * time.Second
 // saved, and the witness records its evidence, so that a rerun resumes.
 // A cancelled run does this too, under a context of its own.
 func (r *run) stop(ctx context.Context, err error) error {
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopTimeout)
+	budget := stopTimeout
+	if ctx.Err() != nil {
+		// Cancelled: the caller wants to be gone. The last save and the
+		// evidence get a short while; a target that stopped answering
+		// keeps the journal of the last checkpoint.
+		budget = cancelStopTimeout
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), budget)
 	defer cancel()
 	if !r.began {
 		// Refused before copying (the target could not be resized):

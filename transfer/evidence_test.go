@@ -217,3 +217,46 @@ func TestBadOptionsChangeNothing(t *testing.T) {
 		t.Fatalf("the target was changed before the options were checked: size %d, %d watches", d.Size(), d.watches)
 	}
 }
+
+// stallTarget is a target whose service stopped answering: WriteAt never
+// returns; WriteAtContext returns when its context is cancelled.
+type stallTarget struct {
+	*memDisk
+	never chan struct{}
+}
+
+func (s stallTarget) WriteAt(p []byte, off int64) (int, error) {
+	<-s.never
+	return 0, errors.New("unreachable")
+}
+
+func (s stallTarget) WriteAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	select {
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-s.never:
+		return 0, errors.New("unreachable")
+	}
+}
+
+// TestCancelReachesStalledWrites: a cancelled run returns promptly even
+// when its writes are stuck in a service that stopped answering.
+func TestCancelReachesStalledWrites(t *testing.T) {
+	_, s, d, opts := evidenceCase(t, 6)
+	tgt := stallTarget{d, make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { _, err := Sync(ctx, s, tgt, opts); done <- err }()
+	time.Sleep(100 * time.Millisecond)
+	cancel()
+	began := time.Now()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("got %v, want context.Canceled", err)
+		}
+		t.Logf("returned %v after the cancel", time.Since(began))
+	case <-time.After(2 * time.Second):
+		t.Fatal("a cancelled run was still waiting for stalled writes 2 s later")
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 )
 
 // issue gives an operation its buffer (waiting for the memory budget),
@@ -83,12 +84,12 @@ func (r *run) perform(ctx context.Context, o *op) error {
 		// Source bytes; past the source's end (an unaligned source end
 		// rounded up over a target that is longer), the target's own.
 		se := max(o.off, min(o.end, r.srcSize))
-		if err := readFull(r.src, b[:se-o.off], o.off); err != nil {
+		if err := readFull(ctx, r.src, b[:se-o.off], o.off); err != nil {
 			return &ReadError{Side: blockdiff.Source, Off: o.off, Len: se - o.off, Err: err}
 		}
 		r.copySrcRead.Add(se - o.off)
 		if se < o.end {
-			if err := readFull(r.dst, b[se-o.off:], se); err != nil {
+			if err := readFull(ctx, r.dst, b[se-o.off:], se); err != nil {
 				return &ReadError{Side: blockdiff.Target, Off: se, Len: o.end - se, Err: err}
 			}
 			r.copyDstRead.Add(o.end - se)
@@ -106,7 +107,7 @@ func (r *run) perform(ctx context.Context, o *op) error {
 	if o.kind == opZero {
 		opName = "zero"
 	}
-	w, err := r.dst.WriteAt(b, o.off)
+	w, err := disk.WriteAt(ctx, r.dst, b, o.off)
 	if err == nil && int64(w) < n {
 		err = io.ErrShortWrite
 	}
@@ -126,11 +127,11 @@ func (r *run) perform(ctx context.Context, o *op) error {
 }
 
 // readFull reads all of b at off, following the io.ReaderAt contract.
-func readFull(ra io.ReaderAt, b []byte, off int64) error {
+func readFull(ctx context.Context, ra io.ReaderAt, b []byte, off int64) error {
 	if len(b) == 0 {
 		return nil
 	}
-	n, err := ra.ReadAt(b, off)
+	n, err := disk.ReadAt(ctx, ra, b, off)
 	if n == len(b) {
 		return nil
 	}
