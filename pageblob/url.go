@@ -60,8 +60,15 @@ func (b BlobURL) String() string { return b.url(false) }
 
 // Identity names the blob (or snapshot) stably and without secrets:
 // pageblob://HOST/[ACCOUNT/]CONTAINER/BLOB[@SNAPSHOT], no query string.
+// Two URLs of one blob have one identity: the host's case, a default port
+// and the SAS do not count. (A custom domain in front of an account
+// cannot be told from another account without asking it: it counts.)
 func (b BlobURL) Identity() string {
-	u := url.URL{Scheme: "pageblob", Host: b.Host, Path: b.path()}
+	host := strings.ToLower(b.Host)
+	if h, p, err := net.SplitHostPort(host); err == nil && ((b.Scheme == "https" && p == "443") || (b.Scheme == "http" && p == "80")) {
+		host = h
+	}
+	u := url.URL{Scheme: "pageblob", Host: host, Path: b.path()}
 	s := u.String()
 	if b.Snapshot != "" {
 		s += "@" + b.Snapshot

@@ -153,3 +153,25 @@ func TestErrorsHideSecrets(t *testing.T) {
 		t.Logf("%s", msg)
 	}
 }
+
+// TestIdentityOneBlobTwoURLs: the host's case, a default port and a SAS
+// do not make another disk of one blob.
+func TestIdentityOneBlobTwoURLs(t *testing.T) {
+	a, err := ParseURL("https://acct.blob.core.windows.net/c/disk.vhd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{
+		"https://ACCT.Blob.Core.Windows.NET/c/disk.vhd",
+		"https://acct.blob.core.windows.net:443/c/disk.vhd",
+		"https://acct.blob.core.windows.net/c/disk.vhd?sv=2022-11-02&sr=b&sp=r&sig=abc",
+	} {
+		b, err := ParseURL(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.Identity() != b.Identity() {
+			t.Errorf("%s: identity %q, want %q", b, b.Identity(), a.Identity())
+		}
+	}
+}
