@@ -51,6 +51,16 @@ type Snapshot struct {
 	Elapsed time.Duration
 	Rate    float64
 	ETA     time.Duration
+	// ResumedFrom is, for a run that resumed from its journal, the offset
+	// it restarted at (the journal's watermark): in PhaseCopy, Compared
+	// counts from there and Total is the bytes from there to the range's
+	// end, so the whole range is ResumedFrom-Options.Offset+Total. It is
+	// 0 when the run did not resume, and in PhasePrepare.
+	ResumedFrom int64
+	// Journal is the key of the run's journal in Options.Journal (a
+	// DirStore keeps it as the file Dir/Journal+".journal"); "" when the
+	// run keeps none, and in PhasePrepare.
+	Journal string
 }
 
 // Progress receives snapshots of a run: at every phase change and at most
@@ -87,6 +97,10 @@ type reporter struct {
 	extents  int64
 	written  atomic.Int64
 	zeroed   atomic.Int64
+	// resumedFrom and journal are set by openJournal (Snapshot's
+	// ResumedFrom and Journal).
+	resumedFrom int64
+	journal     string
 }
 
 // enter starts a phase over total bytes and reports it.
@@ -119,6 +133,9 @@ func (r *reporter) report(force bool) {
 		Zeroed:   r.zeroed.Load(),
 		Extents:  r.extents,
 		Elapsed:  now.Sub(r.start),
+
+		ResumedFrom: r.resumedFrom,
+		Journal:     r.journal,
 	}
 	if sec := s.Elapsed.Seconds(); sec > 0 && s.Compared > 0 {
 		s.Rate = float64(s.Compared) / sec

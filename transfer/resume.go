@@ -19,6 +19,7 @@ func (r *run) openJournal(ctx context.Context) error {
 	r.store = r.c.Journal
 	r.st.Journaled = true
 	r.key = journalKey(r.dstID, r.c.Offset, r.c.Length)
+	r.rep.journal = r.key
 	r.ident = journalIdentity{
 		SourceID:       r.srcID,
 		TargetID:       r.dstID,
@@ -107,6 +108,7 @@ func (r *run) openJournal(ctx context.Context) error {
 	}
 	r.start, r.saved = rec.Watermark, rec.Watermark
 	r.st.Resumed, r.st.ResumedFrom = true, rec.Watermark
+	r.rep.resumedFrom = rec.Watermark
 	r.track = newTracker(r.start)
 	return nil
 }

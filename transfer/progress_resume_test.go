@@ -1,0 +1,44 @@
+package transfer
+
+import (
+	"bytes"
+	"context"
+	"testing"
+)
+
+// TestProgressReportsResume: the snapshots of a run that resumed carry
+// the offset it restarted at and its journal's key from its first report
+// in PhaseCopy on, so that a caller can say "resuming at X" before the
+// copy and draw its progress from the absolute position.
+func TestProgressReportsResume(t *testing.T) {
+	src, s, d, opts := evidenceCase(t, 3)
+	var first []Snapshot
+	opts.Progress = ProgressFunc(func(sn Snapshot) {
+		if sn.Phase == PhaseCopy && len(first) == 0 {
+			first = append(first, sn)
+		}
+	})
+	interrupted(t, s, d, opts, 40)
+	if len(first) != 1 || first[0].ResumedFrom != 0 || first[0].Journal == "" {
+		t.Fatalf("the first run's first copy snapshot: %+v; want ResumedFrom 0 and a journal key", first)
+	}
+	key := first[0].Journal
+	first = nil
+	st, err := Sync(context.Background(), s, d, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Resumed || st.ResumedFrom == 0 {
+		t.Fatalf("the rerun did not resume: %+v", st)
+	}
+	if len(first) != 1 {
+		t.Fatal("no snapshot in PhaseCopy")
+	}
+	sn := first[0]
+	if sn.ResumedFrom != st.ResumedFrom || sn.Journal != key || sn.Compared != 0 || sn.Total != int64(len(src))-st.ResumedFrom {
+		t.Errorf("first copy snapshot of the rerun: %+v; want ResumedFrom %d, journal %s, Total %d", sn, st.ResumedFrom, key, int64(len(src))-st.ResumedFrom)
+	}
+	if !bytes.Equal(d.bytes(), src) {
+		t.Fatal("target differs")
+	}
+}
