@@ -6,8 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
+	"regexp"
 	"strings"
 	"syscall"
 
@@ -21,11 +23,17 @@ import (
 //	https://md-XXXX.zN.blob.storage.azure.net/CONTAINER/BLOB?SAS   (managed disk upload)
 //	http://127.0.0.1:PORT/devstoreaccount1/CONTAINER/BLOB          (Azurite)
 //
+// or CONTAINER/BLOB when AZURE_STORAGE_CONNECTION_STRING is set (its
+// endpoint is the account's) and no file or directory here is named
+// CONTAINER.
+//
 // Credentials are the URL's SAS, else AZURE_STORAGE_CONNECTION_STRING,
-// AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY, Azurite's development key,
-// or DefaultAzureCredential: pageblob.Open decides, and pageblob.ParseURL
-// is the one place a URL is parsed. A SAS is never printed: arguments are
-// shown through pageblob.Redact.
+// AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY (each for its own account
+// only), Azurite's development key, or DefaultAzureCredential:
+// pageblob.Open decides, and pageblob.ParseURL is the one place a URL is
+// parsed. The kind used for each side is printed in the summary and in
+// --json (source_credential, target_credential), never the secret; a SAS
+// is never printed: arguments are shown through pageblob.Redact.
 
 // blobFlags are the flags of seed and sync that concern page blob
 // targets, and what a run with one left behind.
@@ -40,6 +48,11 @@ type blobFlags struct {
 
 	// The snapshots the run took, for the summary and --json.
 	priorSnapshot, recoveryPoint string
+	// The credential kind of each page blob side (pageblob.Credential),
+	// and why the target's server-side copy fell back to reading and
+	// writing, if it did (pageblob.CopyStats).
+	srcCredential, dstCredential string
+	copyFallback                 string
 }
 
 func (bf *blobFlags) register(fs *flag.FlagSet) {
@@ -48,9 +61,31 @@ func (bf *blobFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&bf.vhd, "vhd", false, "page blob target holds a fixed VHD (the disk, a multiple of 1 MiB, then a 512-byte footer), as Azure imports managed disks; always on for managed disk upload URLs (md- hosts)")
 }
 
-// isBlobURL tells a page blob URL from a path.
+// isBlobURL tells a page blob location from a path: a URL, or
+// CONTAINER/BLOB (isContainerBlob).
 func isBlobURL(arg string) bool {
-	return strings.HasPrefix(arg, "https://") || strings.HasPrefix(arg, "http://")
+	return strings.HasPrefix(arg, "https://") || strings.HasPrefix(arg, "http://") || isContainerBlob(arg)
+}
+
+// containerName is Azure's rule for container names: 3 to 63 lower-case
+// letters, digits and single hyphens, starting and ending with a letter
+// or digit.
+var containerName = regexp.MustCompile(`^[a-z0-9](-?[a-z0-9])+$`)
+
+// isContainerBlob tells CONTAINER/BLOB, a blob of the account of
+// AZURE_STORAGE_CONNECTION_STRING, from a relative path: the connection
+// string is set, CONTAINER is a valid container name, BLOB is not empty,
+// and nothing named CONTAINER exists in the current directory.
+func isContainerBlob(arg string) bool {
+	if os.Getenv("AZURE_STORAGE_CONNECTION_STRING") == "" {
+		return false
+	}
+	c, b, ok := strings.Cut(arg, "/")
+	if !ok || b == "" || strings.HasSuffix(b, "/") || len(c) < 3 || len(c) > 63 || !containerName.MatchString(c) {
+		return false
+	}
+	_, err := os.Lstat(c)
+	return errors.Is(err, fs.ErrNotExist)
 }
 
 // shown returns an argument as it may be printed: a URL without its SAS.
@@ -76,6 +111,7 @@ func openBlobSource(arg string, rf *runFlags) (transfer.Source, io.Closer, error
 	if err != nil {
 		return nil, nil, err
 	}
+	rf.blob.srcCredential = string(b.Credential().Kind)
 	return b, b, nil
 }
 
@@ -83,7 +119,7 @@ func openBlobSource(arg string, rf *runFlags) (transfer.Source, io.Closer, error
 // source's size when create is set (seed) and it is missing. It keeps the
 // prior state of a blob that exists (-keep-prior).
 func openBlobTarget(arg string, rf *runFlags, create bool) (disk, error) {
-	loc, err := pageblob.ParseURL(arg)
+	loc, err := pageblob.Locate(arg, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -113,6 +149,7 @@ func openBlobTarget(arg string, rf *runFlags, create bool) (disk, error) {
 		}
 		return nil, err
 	}
+	bf.dstCredential = string(b.Credential().Kind)
 	return &blobTarget{Blob: b, flags: bf}, nil
 }
 
@@ -147,7 +184,27 @@ func (t *blobTarget) finish(ctx context.Context) error {
 // blob, releasing its lease.
 func (t *blobTarget) Close() error {
 	t.notePrior()
+	if why := t.CopyStats().Fallback; why != "" && t.flags.copyFallback == "" {
+		t.flags.copyFallback = why
+		fmt.Fprintf(os.Stderr, "deltasync: no server-side copy into %s (%s): read the source and wrote instead\n", t.URL(), why)
+	}
 	return t.Blob.Close()
+}
+
+// credentialNote ends the summary line of a run with a page blob side:
+// the kind of credential of each (never the secret).
+func (bf *blobFlags) credentialNote() string {
+	var s []string
+	if bf.srcCredential != "" {
+		s = append(s, "source credential "+bf.srcCredential)
+	}
+	if bf.dstCredential != "" {
+		s = append(s, "target credential "+bf.dstCredential)
+	}
+	if len(s) == 0 {
+		return ""
+	}
+	return "; " + strings.Join(s, ", ")
 }
 
 // notePrior prints and records the prior state's snapshot, once.

@@ -39,6 +39,12 @@ type result struct {
 	// state from before the run, and the recovery point the run cut.
 	PriorSnapshot string `json:"prior_snapshot,omitempty"`
 	RecoveryPoint string `json:"recovery_point,omitempty"`
+	// Page blob sides: the kind of credential of each (sas, shared-key,
+	// connection-string, azure-ad, emulator; never the secret), and why
+	// the server-side copy fell back to reading and writing.
+	SourceCredential string `json:"source_credential,omitempty"`
+	TargetCredential string `json:"target_credential,omitempty"`
+	CopyFallback     string `json:"copy_fallback,omitempty"`
 }
 
 func cmdCopy(ctx context.Context, name string, args []string) error {
@@ -59,7 +65,7 @@ func cmdCopy(ctx context.Context, name string, args []string) error {
 	if !rf.quiet {
 		// One line on stderr, terminal or not (with -json too: stdout
 		// carries the object).
-		fmt.Fprintln(os.Stderr, summary(name, st))
+		fmt.Fprintln(os.Stderr, summary(name, st)+rf.blob.credentialNote())
 	}
 	if rf.json {
 		return printJSON(name, srcArg, dstArg, st, &rf.blob)
@@ -78,7 +84,7 @@ func copyDisks(ctx context.Context, name, srcArg, dstArg string, rf *runFlags) (
 	}
 	src, srcCloser, err := openSource(srcArg, rf)
 	if err != nil {
-		return transfer.Stats{}, err
+		return transfer.Stats{}, fmt.Errorf("source: %w", err)
 	}
 	defer srcCloser.Close()
 	rf.blob.srcSize = src.Size()
@@ -86,9 +92,9 @@ func copyDisks(ctx context.Context, name, srcArg, dstArg string, rf *runFlags) (
 	dst, err := openTarget(dstArg, rf, name == "seed")
 	if err != nil {
 		if name == "sync" && errors.Is(err, fs.ErrNotExist) {
-			return transfer.Stats{}, fmt.Errorf("%w (use 'deltasync seed' for a new target)", err)
+			return transfer.Stats{}, fmt.Errorf("target: %w (use 'deltasync seed' for a new target)", err)
 		}
-		return transfer.Stats{}, err
+		return transfer.Stats{}, fmt.Errorf("target: %w", err)
 	}
 	if err := checkSides(src, dst); err != nil {
 		dst.Close()
@@ -149,6 +155,7 @@ func printJSON(name, src, dst string, st transfer.Stats, bf *blobFlags) error {
 		CopySeconds: st.Copy.Seconds(), FlushSeconds: st.Flush.Seconds(), VerifySeconds: st.Verify.Seconds(),
 		Seconds:       st.Elapsed.Seconds(),
 		PriorSnapshot: bf.priorSnapshot, RecoveryPoint: bf.recoveryPoint,
+		SourceCredential: bf.srcCredential, TargetCredential: bf.dstCredential, CopyFallback: bf.copyFallback,
 	})
 }
 

@@ -46,7 +46,7 @@ func cmdVerify(ctx context.Context, args []string) error {
 	for i := range ds {
 		d, closer, err := openSource(fs.Arg(i), &rf)
 		if err != nil {
-			return err
+			return fmt.Errorf("%s: %w", [2]string{"source", "target"}[i], err)
 		}
 		defer closer.Close()
 		ds[i] = d
