@@ -207,7 +207,7 @@ func TestAdversary(t *testing.T) {
 		if c.bad > 0 {
 			t.Errorf("%s: %d rounds ended with exit 0 and a target that differs from its source", k, c.bad)
 		}
-		if strings.HasSuffix(k, "/nothing") {
+		if strings.Contains(k, "/nothing") {
 			if n := c.rounds - c.notInterrupted; n > 0 && c.cheap*10 < n*9 {
 				t.Errorf("%s: %d of %d interrupted rounds with nothing in between resumed cheaply, want at least 90%%", k, c.cheap, n)
 			}
@@ -242,8 +242,21 @@ func adversaryRound(t *testing.T, rng *rand.Rand, mk func(*testing.T, []byte) (a
 	}
 	c.rounds++
 
-	// The interrupted run.
-	args := []string{"sync", "-q", "-journal-dir", jdir, "-journal-bytes", "512K", "-bwlimit", "6M", srcPath, tgt.arg()}
+	// The interrupted run: a sync, or, a third of the time on files, a
+	// seed into a target that does not exist yet.
+	verb := "sync"
+	if f, ok := tgt.(*fileTarget); ok && rng.IntN(3) == 0 {
+		verb = "seed"
+		os.Remove(f.path)
+		key += "(seed)"
+		if tallies[key] == nil {
+			tallies[key] = &advTally{}
+		}
+		c.rounds--
+		c = tallies[key]
+		c.rounds++
+	}
+	args := []string{verb, "-q", "-journal-dir", jdir, "-journal-bytes", "512K", "-bwlimit", "6M", srcPath, tgt.arg()}
 	cmd, _, se := command(t, args...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -294,10 +307,10 @@ func adversaryRound(t *testing.T, rng *rand.Rand, mk func(*testing.T, []byte) (a
 	srcDigest := ddDigest(t, srcPath, advSize)
 
 	// The rerun, as a user would run it again.
-	o := runCmd(t, "sync", "-json", "-journal-dir", jdir, srcPath, tgt.arg())
+	o := runCmd(t, verb, "-json", "-journal-dir", jdir, srcPath, tgt.arg())
 	if o.code == 2 && strings.Contains(o.stderr, "refused") {
 		c.refused++
-		o = runCmd(t, "sync", "-json", "-discard-bad-journal", "-journal-dir", jdir, srcPath, tgt.arg())
+		o = runCmd(t, verb, "-json", "-discard-bad-journal", "-journal-dir", jdir, srcPath, tgt.arg())
 	}
 	if o.code != 0 {
 		t.Errorf("%s: rerun failed\n%s", key, o)
