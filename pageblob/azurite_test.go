@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -366,14 +367,29 @@ func TestCRC64CorruptionDetected(t *testing.T) {
 	}
 }
 
+// A target takes its lease before its first change: a second target of
+// the same blob opens (opening changes nothing), but its Watch and its
+// writes fail with ErrLeaseHeld, saying the lease's state and duration.
 func TestLeaseConflict(t *testing.T) {
 	ctx := context.Background()
 	a, _ := newTarget(t, 1<<20)
+	if _, err := a.WriteAt(randBytes(512), 0); err != nil {
+		t.Fatal(err)
+	}
 	u := az.BlobURL(testContainer, a.loc.Blob)
 	o, _ := testOptions(t)
-	_, err := OpenTarget(ctx, u, o)
-	if !errors.Is(err, ErrLeaseHeld) || !errors.Is(err, ErrConcurrentWriter) {
-		t.Fatalf("second OpenTarget: %v, want ErrLeaseHeld (and ErrConcurrentWriter)", err)
+	second, err := OpenTarget(ctx, u, o)
+	if err != nil {
+		t.Fatalf("second OpenTarget: %v", err)
+	}
+	defer second.Close()
+	_, err = second.Watch(ctx, true)
+	if !errors.Is(err, ErrLeaseHeld) || !errors.Is(err, ErrConcurrentWriter) ||
+		!strings.Contains(err.Error(), "lease state leased, duration fixed") {
+		t.Fatalf("second target's Watch: %v, want ErrLeaseHeld (and ErrConcurrentWriter) with the lease's state and duration", err)
+	}
+	if _, err := second.WriteAt(randBytes(512), 512); !errors.Is(err, ErrLeaseHeld) {
+		t.Fatalf("second target's write: %v, want ErrLeaseHeld", err)
 	}
 	// A reader is not a writer: Open works while the lease is held.
 	r, err := Open(ctx, u, o)
@@ -389,7 +405,10 @@ func TestLeaseConflict(t *testing.T) {
 	}
 	b, err := OpenTarget(ctx, u, o)
 	if err != nil {
-		t.Fatalf("OpenTarget after the first released its lease: %v", err)
+		t.Fatal(err)
+	}
+	if _, err := b.Watch(ctx, true); err != nil {
+		t.Fatalf("Watch after the first target released its lease: %v", err)
 	}
 	b.Close()
 }
@@ -422,10 +441,16 @@ func TestLeaseLost(t *testing.T) {
 // lease, as a second process of the same run would) is detected.
 func TestSequenceNumberChanged(t *testing.T) {
 	a, _ := newTarget(t, 1<<20)
+	ctx := context.Background()
+	if a.SequenceNumber() != 0 {
+		t.Fatalf("sequence number %d set before the first change", a.SequenceNumber())
+	}
+	if _, err := a.Watch(ctx, false); err != nil {
+		t.Fatal(err)
+	}
 	if a.SequenceNumber() <= 0 {
 		t.Fatalf("sequence number %d", a.SequenceNumber())
 	}
-	ctx := context.Background()
 	_, err := a.pb.UpdateSequenceNumber(ctx, &pageblob.UpdateSequenceNumberOptions{
 		ActionType: to.Ptr(pageblob.SequenceNumberActionTypeIncrement), AccessConditions: a.leaseCond()})
 	if err != nil {
@@ -456,12 +481,20 @@ func TestLeaseRenewed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
+	if _, err := b.WriteAt(randBytes(512), 0); err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(17 * time.Second)
 	if _, err := b.WriteAt(randBytes(512), 0); err != nil {
 		t.Fatalf("write after 17 s with a 15 s lease: %v", err)
 	}
 	o2, _ := testOptions(t)
-	if _, err := OpenTarget(context.Background(), az.BlobURL(testContainer, b.loc.Blob), o2); !errors.Is(err, ErrLeaseHeld) {
+	b2, err := OpenTarget(context.Background(), az.BlobURL(testContainer, b.loc.Blob), o2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close()
+	if _, err := b2.WriteAt(randBytes(512), 512); !errors.Is(err, ErrLeaseHeld) {
 		t.Fatalf("the renewed lease did not keep a second writer out: %v", err)
 	}
 }

@@ -38,16 +38,18 @@ const (
 //
 // All methods are safe for concurrent use; writes and clears must be on
 // disjoint ranges, and Resize must not run concurrently with writes. A
-// Blob holds a lease (target mode) until Close.
+// target takes its lease before its first change and holds it until
+// Close (see OpenTarget).
 type Blob struct {
 	loc   BlobURL
 	cl    *clients
 	pb    *pageblob.Client
 	mode  mode
 	vhd   bool
-	size  atomic.Int64 // bytes of disk: the blob's size, less the VHD footer
-	seq   int64        // the run's sequence number (target mode)
-	lease *lease       // target mode
+	size  atomic.Int64          // bytes of disk: the blob's size, less the VHD footer
+	seq   atomic.Int64          // the run's sequence number (target mode), once held
+	lease atomic.Pointer[lease] // target mode, once taken (witness.go)
+	wit   witnessState          // the run's hold and its evidence (witness.go)
 	cache *rangeCache
 
 	created   bool        // OpenTarget created the blob (Options.CreateSize)
@@ -82,17 +84,22 @@ func Open(ctx context.Context, location string, o *Options) (*Blob, error) {
 
 // OpenTarget opens a page blob for writing (see Open for location and
 // credentials). When the blob is missing it is created if
-// Options.CreateSize is set, else ErrNotFound is returned. It then takes
-// a lease (Options.LeaseDuration; another holder gives ErrLeaseHeld) and
-// sets the blob's sequence number for the run (Options.SequenceNumber);
-// every write and clear carries both, so another writer makes them fail
-// with ErrLeaseLost or ErrConcurrentWriter. Close releases the lease.
+// Options.CreateSize is set, else ErrNotFound is returned. Opening
+// changes nothing else: before the blob's first change the target takes
+// a lease (Options.LeaseDuration; another holder gives ErrLeaseHeld,
+// unless Options.BreakLease) and sets the blob's sequence number for the
+// run (Options.SequenceNumber); every write and clear carries both, so
+// another writer makes them fail with ErrLeaseLost or
+// ErrConcurrentWriter. The lease is taken by Check when a rerun takes
+// over the lease of the interrupted run it resumes, else by Watch or the
+// first write (see witness.go). Close releases the lease.
 //
 // A managed disk upload URL (an md- host with a write SAS, or
 // Options.ManagedDisk) opens the disk for seeding: the blob exists with
 // the size chosen when the disk was created, holds a fixed VHD whose
-// footer is written here, and takes neither lease nor sequence number
-// (Azure offers neither on upload URLs); Resize and snapshots are refused.
+// footer is written last (FinishUpload, which the Watch's Done calls),
+// and takes neither lease nor sequence number (Azure offers neither on
+// upload URLs); Resize and snapshots are refused.
 func OpenTarget(ctx context.Context, location string, o *Options) (*Blob, error) {
 	return open(ctx, location, o, modeTarget)
 }
@@ -138,8 +145,9 @@ func newBlob(cl *clients, loc BlobURL, m mode, vhd bool) (*Blob, error) {
 	return b, nil
 }
 
-// init reads the blob's properties (creating it if asked), checks its
-// size, and in target mode takes the lease and sets the sequence number.
+// init reads the blob's properties (creating it if asked) and checks its
+// size and, for a VHD, its footer. It changes nothing else: a target's
+// lease and sequence number wait for its first change (hold).
 func (b *Blob) init(ctx context.Context, managed bool) error {
 	o := &b.cl.opts
 	props, err := b.pb.GetProperties(ctx, nil)
@@ -175,19 +183,8 @@ func (b *Blob) init(ctx context.Context, managed bool) error {
 	b.size.Store(size)
 
 	if b.mode == modeTarget {
-		l, err := b.acquireLease(ctx)
-		if err != nil {
-			return err
-		}
-		b.lease = l
-		var cur int64
-		if props.BlobSequenceNumber != nil {
-			cur = *props.BlobSequenceNumber
-		}
-		if err := b.setSequenceNumber(ctx, cur); err != nil {
-			return err
-		}
 		b.keepPrior = o.KeepPrior && !b.created
+		b.noteMetadata(props.Metadata)
 	}
 	if b.vhd {
 		return b.checkFooter(ctx, b.mode != modeRead)
@@ -278,7 +275,7 @@ func (b *Blob) Location() BlobURL { return b.loc }
 
 // SequenceNumber returns the sequence number set for this run (target
 // mode), 0 otherwise.
-func (b *Blob) SequenceNumber() int64 { return b.seq }
+func (b *Blob) SequenceNumber() int64 { return b.seq.Load() }
 
 // Version returns a token that changes whenever the blob's content may
 // have changed: its ETag and size, from Get Blob Properties. A target's
@@ -365,7 +362,7 @@ func (b *Blob) writable(op string, off, n int64) error {
 		return b.wrap(op, off, n, ErrClosed)
 	case b.mode == modeRead:
 		return b.refuse(op, off, n, ErrReadOnly, "opened with Open or OpenSnapshot; use OpenTarget to write")
-	case b.lease != nil && b.lease.lost.Load():
+	case b.lease.Load() != nil && b.lease.Load().lost.Load():
 		return b.refuse(op, off, n, ErrLeaseLost, "the lease could not be renewed")
 	case off%PageSize != 0 || n%PageSize != 0:
 		return b.refuse(op, off, n, ErrUnaligned, "offset %d and length %d must be multiples of %d", off, n, PageSize)
@@ -376,17 +373,18 @@ func (b *Blob) writable(op string, off, n int64) error {
 }
 
 func (b *Blob) leaseCond() *blob.AccessConditions {
-	if b.lease == nil {
+	l := b.lease.Load()
+	if l == nil {
 		return nil
 	}
-	return &blob.AccessConditions{LeaseAccessConditions: &blob.LeaseAccessConditions{LeaseID: to.Ptr(b.lease.id)}}
+	return &blob.AccessConditions{LeaseAccessConditions: &blob.LeaseAccessConditions{LeaseID: to.Ptr(l.id)}}
 }
 
 func (b *Blob) seqCond() *pageblob.SequenceNumberAccessConditions {
 	if b.mode != modeTarget {
 		return nil
 	}
-	return &pageblob.SequenceNumberAccessConditions{IfSequenceNumberEqualTo: to.Ptr(b.seq)}
+	return &pageblob.SequenceNumberAccessConditions{IfSequenceNumberEqualTo: to.Ptr(b.seq.Load())}
 }
 
 // WriteAt writes p at off with Put Page requests of at most 4 MiB, each
@@ -403,7 +401,7 @@ func (b *Blob) WriteAtContext(ctx context.Context, p []byte, off int64) (int, er
 	if err := b.writable("write", off, int64(len(p))); err != nil {
 		return 0, err
 	}
-	if err := b.keepPriorState(ctx); err != nil {
+	if err := b.beforeChange(ctx); err != nil {
 		return 0, err
 	}
 	ctx, done := b.opCtx(ctx)
@@ -462,7 +460,7 @@ func (b *Blob) ZeroRange(ctx context.Context, off, n int64) error {
 	if n == 0 {
 		return nil // a zero Count means "to the end" to the SDK
 	}
-	if err := b.keepPriorState(ctx); err != nil {
+	if err := b.beforeChange(ctx); err != nil {
 		return err
 	}
 	ctx, done := b.opCtx(ctx)
@@ -503,7 +501,7 @@ func (b *Blob) Resize(ctx context.Context, size int64) error {
 	if size == old {
 		return nil
 	}
-	if err := b.keepPriorState(ctx); err != nil {
+	if err := b.beforeChange(ctx); err != nil {
 		return err
 	}
 	ctx, done := b.opCtx(ctx)
@@ -533,15 +531,17 @@ func (b *Blob) Resize(ctx context.Context, size int64) error {
 	return nil
 }
 
-// Flush does nothing but report a lost lease: Azure acknowledges a Put
-// Page or Clear Pages only once the pages are durable (stored three
-// times or more), so completed writes need no flush.
+// Flush writes nothing: Azure acknowledges a Put Page or Clear Pages
+// only once the pages are durable (stored three times or more), so
+// completed writes need no flush. It proves instead that the lease still
+// holds (one renewal): a lease broken or taken since the last write makes
+// it fail with ErrLeaseLost, so that nothing the run wrote is trusted.
 func (b *Blob) Flush(ctx context.Context) error {
 	if b.closed.Load() {
 		return b.wrap("flush", 0, 0, ErrClosed)
 	}
-	if b.lease != nil && b.lease.lost.Load() {
-		return b.refuse("flush", 0, 0, ErrLeaseLost, "the lease could not be renewed")
+	if err := b.confirmLease(ctx, "flush"); err != nil {
+		return err
 	}
 	return ctx.Err()
 }
@@ -552,7 +552,7 @@ func (b *Blob) Flush(ctx context.Context) error {
 func (b *Blob) Close() error {
 	b.closeOnce.Do(func() {
 		b.closed.Store(true)
-		if b.lease != nil {
+		if b.lease.Load() != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			b.closeErr = b.releaseLease(ctx)
 			cancel()

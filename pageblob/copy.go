@@ -29,7 +29,7 @@ func (b *Blob) CopyRangeFromURL(ctx context.Context, srcURL string, off, n int64
 // range already checked; authz, when not "", is the value of
 // x-ms-copy-source-authorization (a bearer token for the source).
 func (b *Blob) copyFromURL(ctx context.Context, srcURL, authz string, off, n int64) error {
-	if err := b.keepPriorState(ctx); err != nil {
+	if err := b.beforeChange(ctx); err != nil {
 		return err
 	}
 	ctx, done := b.opCtx(ctx)

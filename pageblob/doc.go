@@ -14,9 +14,10 @@
 //     transfer.Target, and the capabilities Zeroer (Clear Pages), Resizer,
 //     Flusher, WriteLimits (512, 4 MiB), Identifier, Versioner (ETag and
 //     size), AllocationMapper (Get Page Ranges) and RangeCopier (Put Page
-//     From URL from another Blob: CopyRange).
+//     From URL from another Blob: CopyRange); a target is also the
+//     journal's witness (disk.Witness: Watch, Check).
 //   - A lease is the exclusive write hold Azure offers on a blob. A target
-//     takes one for the run and sends its ID with every write.
+//     takes one before its first change and sends its ID with every write.
 //   - The sequence number is a number Azure keeps per page blob. A target
 //     sets its own for the run and makes every write conditional on it
 //     (x-ms-if-sequence-number-eq), so that a write by anything else
@@ -87,8 +88,10 @@
 // Every Put Page carries a transactional CRC64 of its body (computed here,
 // and compared with the CRC64 Azure echoes): corruption on the way is
 // ErrIntegrity, and nothing is stored. A Put Page or Clear Pages that
-// Azure acknowledged is durable, so Flush sends nothing (it only reports a
-// lost lease). Writes are idempotent by offset, so retrying one is safe.
+// Azure acknowledged is durable, so Flush writes nothing: it renews the
+// lease once, so that a lease broken since the last write fails the run
+// (ErrLeaseLost) instead of going unnoticed. Writes are idempotent by
+// offset, so retrying one is safe.
 //
 // # Throttling and retries
 //
@@ -116,16 +119,53 @@
 //
 // # Targets and managed disks
 //
-// Page blobs are sync targets: OpenTarget takes the lease and sets the
-// sequence number, and diffs, snapshots and Resize work. Managed disks are
-// seed-only targets: Azure grants a write SAS only to a disk created for
-// upload (never to a disk in use), and an upload URL has neither lease,
-// sequence number nor snapshots. OpenTarget on an md- URL checks the
-// size, writes the VHD footer, and exposes the disk before the footer. To
-// deliver deltas to a managed disk, sync a page blob and create the disk
-// from it, or run the deltasync agent on a VM with the disk attached.
-// WriteFixedVHD turns a raw image file into a fixed VHD for other upload
-// tools.
+// Page blobs are sync targets: before its first change a target takes
+// the lease and sets the sequence number, and diffs, snapshots and Resize
+// work. Managed disks are seed-only targets: Azure grants a write SAS
+// only to a disk created for upload (never to a disk in use), and an
+// upload URL has neither lease, sequence number nor snapshots. OpenTarget
+// on an md- URL checks the size and exposes the disk before the footer;
+// the footer is written last (FinishUpload, called by transfer through
+// the Watch's Done), so that an interrupted upload is not a valid fixed
+// VHD. To deliver deltas to a managed disk, sync a page blob and create
+// the disk from it, or run the deltasync agent on a VM with the disk
+// attached. WriteFixedVHD turns a raw image file into a fixed VHD for
+// other upload tools.
+//
+// # Resuming
+//
+// A target is transfer's Witness (disk.Witness): the evidence a resume
+// journal is trusted on is the lease (witness.go details it).
+//
+//   - Recorded: the lease's id, duration and the run's sequence number,
+//     in the watch's token (a secret, kept in the journal only, never
+//     printed); after a clean stop also the blob's ETag, read with the
+//     lease confirmed.
+//   - Trusted when: after SIGKILL, Azure renews the token's lease (it
+//     does while the lease is active, and after it expired only if nobody
+//     changed or leased the blob since); after a clean stop, the lease is
+//     taken again with If-Match on the recorded ETag. The rerun keeps that
+//     lease (so the killed run's own lease never blocks it) and sets a new
+//     sequence number before its first write, so that Put Pages of the
+//     killed run still on their way are refused.
+//   - Untrusted when: the lease was broken, released or taken, or expired
+//     and the blob was changed since; the ETag moved; the sequence number
+//     is not the run's. The run then compares everything. A lease another
+//     holder has now is ErrLeaseHeld, naming its state and duration (the
+//     journal is kept); Options.BreakLease breaks it.
+//   - The hole that remains: none known for a writer without the lease id
+//     (a holder of the account key can break the lease, which is seen). A
+//     managed disk upload has no lease: it is compared again.
+//
+// A lease lost during a run fails its writes and its Flush with
+// ErrLeaseLost, which transfer reports as a *transfer.WriteError and
+// which poisons the journal (a failed Put Page From URL does not poison,
+// but the watch's Stopped confirms the lease first, so no evidence is
+// recorded and the rerun's Check fails). While a run writes a page blob it carries
+// the metadata IncompleteKey=1 (set by Watch, cleared by Done): Snapshot
+// and RecoveryPoint refuse it (ErrIncomplete), and no prior-state
+// snapshot (Options.KeepPrior) is taken of it, nor by a run that resumes:
+// the prior state is kept only before the first run's first write.
 //
 // # Avoiding reading the target
 //
@@ -147,5 +187,7 @@
 // XML format for what it does wrong: paging of page-range listings
 // (ignored), Get Page Ranges Diff (answered with a plain listing, without
 // ClearRange entries) and Put Page From URL (501, or 500 under a SAS).
+// Leases behave as on Azure, renewals after expiry included (measured:
+// see witness_test.go), so the resume evidence is tested on Azurite.
 // Tests against real Azure run when DELTASYNC_AZURE_CONTAINER_URL is set.
 package pageblob

@@ -65,19 +65,26 @@ var (
 	// (x-ms-if-sequence-number-eq failed); ErrLeaseHeld and ErrLeaseLost
 	// match it too.
 	ErrConcurrentWriter = errors.New("pageblob: another writer changed the blob")
-	// ErrLeaseHeld: OpenTarget could not take the lease: another writer
-	// holds it. It matches ErrConcurrentWriter.
+	// ErrLeaseHeld: a target could not take its lease (before its first
+	// change, or in Check): another holder has it. The error says the
+	// lease's state and duration; Options.BreakLease breaks it. It
+	// matches ErrConcurrentWriter.
 	ErrLeaseHeld error = &sentinel{"pageblob: the blob is leased by another writer", ErrConcurrentWriter}
 	// ErrLeaseLost: the run's lease was broken, taken or expired: another
 	// writer may be writing. It matches ErrConcurrentWriter.
 	ErrLeaseLost error = &sentinel{"pageblob: the run's lease on the blob was lost", ErrConcurrentWriter}
+
+	// ErrIncomplete: a snapshot (Snapshot, RecoveryPoint) of a blob
+	// marked incomplete (IncompleteKey) was refused: a run writing it has
+	// not finished, so it holds neither the source nor its old state.
+	ErrIncomplete = errors.New("pageblob: the blob is marked incomplete")
 )
 
 // Error is a failed operation on a blob. Op names it ("open", "read",
 // "write", "clear", "resize", "lease", "sequence", "properties",
-// "ranges", "diff", "snapshot", "copy", "footer"); URL is the blob's
-// address without its SAS; Off and Len locate the bytes (both 0 when the
-// operation has none). It unwraps to the sentinel that classifies it (if
+// "ranges", "diff", "snapshot", "copy", "footer", "metadata", "watch");
+// URL is the blob's address without its SAS; Off and Len locate the
+// bytes (both 0 when the operation has none). It unwraps to the sentinel that classifies it (if
 // any) and to the cause (an *azcore.ResponseError for an HTTP failure).
 type Error struct {
 	Op     string

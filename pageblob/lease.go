@@ -3,12 +3,14 @@ package pageblob
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
 	"sync/atomic"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/pageblob"
 )
@@ -45,31 +47,115 @@ func (b *Blob) leaseRequest(ctx context.Context, hdr map[string]string, ok int) 
 	return resp, nil
 }
 
-// acquireLease takes the lease for the run and, for a finite lease,
-// starts the goroutine that renews it every third of its duration.
-func (b *Blob) acquireLease(ctx context.Context) (*lease, error) {
-	l := &lease{id: newLeaseID(), dur: b.cl.opts.LeaseDuration, done: make(chan struct{})}
-	secs := "-1"
-	if l.dur > 0 {
-		secs = strconv.Itoa(int(l.dur / time.Second))
+// leaseSeconds is a lease duration as Azure's x-ms-lease-duration: whole
+// seconds, or -1 for an infinite lease.
+func leaseSeconds(d time.Duration) int {
+	if d <= 0 {
+		return -1
 	}
-	_, err := b.leaseRequest(ctx, map[string]string{
+	return int(d / time.Second)
+}
+
+// acquireLease takes the lease id for dur (Options.LeaseDuration for a
+// new lease) and starts renewing it. With ifMatch set the lease is taken
+// only if the blob's ETag is still that one (the evidence of a run that
+// stopped cleanly; see Check). A lease another holder has gives
+// ErrLeaseHeld, saying its state and duration, or with
+// Options.BreakLease is broken first. Acquiring a lease that is active
+// under the same id succeeds (Azure's rule), so a run takes its own
+// lease back.
+func (b *Blob) acquireLease(ctx context.Context, id string, dur time.Duration, ifMatch string) (*lease, error) {
+	hdr := map[string]string{
 		"x-ms-lease-action":      "acquire",
-		"x-ms-lease-duration":    secs,
-		"x-ms-proposed-lease-id": l.id,
-	}, http.StatusCreated)
+		"x-ms-lease-duration":    strconv.Itoa(leaseSeconds(dur)),
+		"x-ms-proposed-lease-id": id,
+	}
+	if ifMatch != "" {
+		hdr["If-Match"] = ifMatch
+	}
+	_, err := b.leaseRequest(ctx, hdr, http.StatusCreated)
+	if err != nil && classify(err) == ErrLeaseHeld && b.cl.opts.BreakLease {
+		if err := b.breakLease(ctx); err != nil {
+			return nil, err
+		}
+		_, err = b.leaseRequest(ctx, hdr, http.StatusCreated)
+	}
 	if err != nil {
+		if classify(err) == ErrLeaseHeld {
+			return nil, b.leaseHeld(ctx, err)
+		}
 		return nil, b.wrap("lease", 0, 0, err)
 	}
+	return b.startLease(id, dur), nil
+}
+
+// renewLease renews the lease id (the interrupted run's; see Check) and
+// starts renewing it. Azure renews a lease that is active under that id,
+// or one that expired if nobody changed or leased the blob since.
+func (b *Blob) renewLease(ctx context.Context, id string, dur time.Duration) (*lease, error) {
+	if _, err := b.leaseRequest(ctx, map[string]string{"x-ms-lease-action": "renew", "x-ms-lease-id": id}, http.StatusOK); err != nil {
+		return nil, b.wrap("lease", 0, 0, err)
+	}
+	return b.startLease(id, dur), nil
+}
+
+// startLease returns a lease just acquired or renewed and, for a finite
+// one, starts the goroutine that renews it every third of its duration.
+func (b *Blob) startLease(id string, dur time.Duration) *lease {
+	l := &lease{id: id, dur: dur, done: make(chan struct{})}
 	l.lastOK.Store(time.Now().UnixNano())
 	rctx, cancel := context.WithCancel(context.Background())
 	l.stop = cancel
 	if l.dur < 0 {
 		close(l.done)
-		return l, nil
+		return l
 	}
 	go b.renewLoop(rctx, l)
-	return l, nil
+	return l
+}
+
+// breakLease breaks the lease another holder has, at once (break period
+// 0): Options.BreakLease. The holder's writes fail from then on.
+func (b *Blob) breakLease(ctx context.Context) error {
+	_, err := b.leaseRequest(ctx, map[string]string{"x-ms-lease-action": "break", "x-ms-lease-break-period": "0"}, http.StatusAccepted)
+	if err != nil {
+		return b.wrap("lease", 0, 0, fmt.Errorf("breaking the lease of another holder (Options.BreakLease): %w", err))
+	}
+	return nil
+}
+
+// leaseHeld is the ErrLeaseHeld of a lease the blob has, saying its
+// state and duration (never its id: Azure does not tell it, and a lease
+// id is a secret).
+func (b *Blob) leaseHeld(ctx context.Context, cause error) error {
+	state, dur := "unknown", "unknown"
+	if props, err := b.pb.GetProperties(ctx, nil); err == nil {
+		if props.LeaseState != nil {
+			state = string(*props.LeaseState)
+		}
+		if props.LeaseDuration != nil {
+			dur = string(*props.LeaseDuration)
+		}
+	}
+	var how string
+	switch dur {
+	case "infinite":
+		how = "an infinite lease never expires: only its holder's release, or a break, ends it"
+	case "fixed":
+		how = "a lease of 15 to 60 s that its holder renews while it writes: a holder that died leaves it to expire within a minute"
+	default:
+		how = "its duration is not known"
+	}
+	if state == "breaking" {
+		how = "it is being broken and ends with its break period"
+	}
+	e := &Error{Op: "lease", URL: Redact(b.loc.String()),
+		Err: fmt.Errorf("%w (lease state %s, duration %s: %s; Options.BreakLease breaks it)", ErrLeaseHeld, state, dur, how)}
+	var re *azcore.ResponseError
+	if errors.As(cause, &re) {
+		e.Status, e.Code = re.StatusCode, re.ErrorCode
+	}
+	return e
 }
 
 // renewLoop renews the lease until stopped. A renewal Azure refuses
@@ -105,7 +191,7 @@ func (b *Blob) renewLoop(ctx context.Context, l *lease) {
 // releaseLease stops renewing and releases the lease. A lease already
 // lost is not an error of Close: the writes said so when it mattered.
 func (b *Blob) releaseLease(ctx context.Context) error {
-	l := b.lease
+	l := b.lease.Load()
 	l.stop()
 	<-l.done
 	if l.lost.Load() {
@@ -140,6 +226,29 @@ func (b *Blob) setSequenceNumber(ctx context.Context, current int64) error {
 	if resp.BlobSequenceNumber != nil && *resp.BlobSequenceNumber != seq {
 		return b.wrap("sequence", 0, 0, fmt.Errorf("%w: set sequence number %d, Azure answered %d", ErrConcurrentWriter, seq, *resp.BlobSequenceNumber))
 	}
-	b.seq = seq
+	b.seq.Store(seq)
 	return nil
+}
+
+// confirmLease proves that the run still holds its lease, with one
+// renewal (Flush, Stopped): the renewing goroutine notices a broken lease only at
+// its next renewal, up to a third of the lease's duration later. Without
+// a lease (nothing changed yet, or a managed disk upload) it does nothing.
+func (b *Blob) confirmLease(ctx context.Context, op string) error {
+	l := b.lease.Load()
+	if l == nil {
+		return nil
+	}
+	if l.lost.Load() {
+		return b.refuse(op, 0, 0, ErrLeaseLost, "the lease could not be renewed")
+	}
+	_, err := b.leaseRequest(ctx, map[string]string{"x-ms-lease-action": "renew", "x-ms-lease-id": l.id}, http.StatusOK)
+	if err == nil {
+		l.lastOK.Store(time.Now().UnixNano())
+		return nil
+	}
+	if classify(err) == ErrLeaseLost {
+		l.lost.Store(true)
+	}
+	return b.wrap(op, 0, 0, err)
 }

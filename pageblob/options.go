@@ -60,15 +60,26 @@ type Options struct {
 	// the original as an -ASRReplica copy). Ignored for managed disk
 	// uploads, which have no snapshots. Default false.
 	KeepPrior bool
-	// LeaseDuration is the lease OpenTarget takes: 15 s to 60 s, renewed
+	// LeaseDuration is the lease a target takes: 15 s to 60 s, renewed
 	// by a goroutine every third of it; or negative for an infinite lease
 	// (never renewed; a crashed run leaves the blob leased until someone
 	// breaks the lease). Default 60 s, renewed every 20 s.
 	LeaseDuration time.Duration
-	// SequenceNumber is the value OpenTarget sets as the blob's sequence
+	// BreakLease lets a target break a lease that another holder has on
+	// the blob (break period 0) and take its own, instead of failing with
+	// ErrLeaseHeld. The holder's writes fail from then on. This is for a
+	// lease known to be stale (a crashed tool's infinite lease): if the
+	// holder is alive (another sync, a VM or service using the disk), its
+	// work is cut short midway, and what it wrote and this run writes mix
+	// on one disk; a rerun of deltasync does not need it for its own
+	// interrupted run's lease, which Check takes over. Default false.
+	BreakLease bool
+	// SequenceNumber is the value a target sets as the blob's sequence
 	// number for the run and requires on every write. Default 0: derived
 	// from the time of the run (milliseconds since 1970, or the blob's
-	// current number plus one if that is larger).
+	// current number plus one if that is larger), so that a rerun's
+	// number differs from its interrupted run's and refuses that run's
+	// writes still on their way. A fixed value gives up that protection.
 	SequenceNumber int64
 	// VHD says the blob holds a fixed VHD: the disk, then a 512-byte
 	// footer. Size reports the disk without the footer, writes past the

@@ -165,6 +165,11 @@ func (m *memAzure) serve(w http.ResponseWriter, r *http.Request) {
 		b.seq, _ = strconv.ParseInt(r.Header.Get("x-ms-blob-sequence-number"), 10, 64)
 		h.Set("x-ms-blob-sequence-number", strconv.FormatInt(b.seq, 10))
 		w.WriteHeader(200)
+	case r.Method == http.MethodPut && q.Get("comp") == "metadata": // the incomplete mark (witness.go)
+		if !writeCond() {
+			return
+		}
+		w.WriteHeader(200)
 	case r.Method == http.MethodPut && q.Get("comp") == "page":
 		if !writeCond() {
 			return

@@ -311,6 +311,9 @@ func TestTokenCredentialRecorded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := b.hold(ctx); err != nil { // the lease, taken before the first change
+		t.Fatal(err)
+	}
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -35,8 +35,11 @@ type priorState struct {
 // keepPriorState takes the prior-state snapshot before the Blob's first
 // change, once; concurrent first writers wait for it. A failure is
 // returned to the writer (nothing is written) and retried by the next.
+// None is taken of a blob that an earlier run began to change: one that
+// this run resumes (Check), or one marked incomplete before this run
+// (its prior state was kept, if asked, before that run's first write).
 func (b *Blob) keepPriorState(ctx context.Context) error {
-	if !b.keepPrior || b.prior.done.Load() {
+	if !b.keepPrior || b.prior.done.Load() || b.wit.resumed.Load() || b.wit.wasMarked.Load() {
 		return nil
 	}
 	b.prior.mu.Lock()
@@ -56,7 +59,8 @@ func (b *Blob) keepPriorState(ctx context.Context) error {
 // PriorSnapshot returns the id of the snapshot that keeps the blob's
 // state from before this Blob first changed it (Options.KeepPrior), or
 // "" if none was taken: the option was off, the blob was created by
-// OpenTarget, or nothing was written yet.
+// OpenTarget, nothing was written yet, or an earlier run had begun to
+// change it (this run resumed it, or found it marked incomplete).
 func (b *Blob) PriorSnapshot() string {
 	if !b.prior.done.Load() {
 		return ""
@@ -69,14 +73,18 @@ func (b *Blob) PriorSnapshot() string {
 // RecoveryPoint cuts a recovery point: a snapshot of the blob marked
 // with the metadata deltasync=recovery-point, and returns its id. Call it
 // after the writes of a cycle are finished and flushed (transfer's Seed
-// and Sync flush before returning). Managed disk uploads have no
-// snapshots (ErrNotSupported).
+// and Sync flush before returning). A blob marked incomplete (a run
+// writing it has not finished) is refused with ErrIncomplete. Managed
+// disk uploads have no snapshots (ErrNotSupported).
 func (b *Blob) RecoveryPoint(ctx context.Context) (string, error) {
 	if err := b.snapshotsAllowed("snapshot"); err != nil {
 		return "", err
 	}
 	if b.loc.Snapshot != "" {
 		return "", b.refuse("snapshot", 0, 0, ErrReadOnly, "a snapshot cannot be snapshotted")
+	}
+	if err := b.refuseIncomplete(ctx); err != nil {
+		return "", err
 	}
 	id, err := b.snapshot(ctx, KindRecoveryPoint)
 	if err != nil {
@@ -101,4 +109,19 @@ func (b *Blob) snapshot(ctx context.Context, kind string) (string, error) {
 		return "", fmt.Errorf("Azure answered no snapshot id")
 	}
 	return *resp.Snapshot, nil
+}
+
+// refuseIncomplete refuses to cut a snapshot of a blob marked incomplete:
+// it would be a recovery point of a disk that is neither the source nor
+// what it was.
+func (b *Blob) refuseIncomplete(ctx context.Context) error {
+	inc, err := b.Incomplete(ctx)
+	if err != nil {
+		return b.wrap("snapshot", 0, 0, err)
+	}
+	if inc {
+		return b.refuse("snapshot", 0, 0, ErrIncomplete,
+			"the blob carries the metadata %s=1: a run writing it has not finished; rerun it to completion first", IncompleteKey)
+	}
+	return nil
 }

@@ -25,14 +25,18 @@ type SnapshotInfo struct {
 // Snapshot takes a snapshot of the blob and returns its id, the time
 // Azure's server stamped on it (not this machine's clock). A snapshot is
 // a recovery point: cut it after the writes of a cycle are done. In
-// target mode the request carries the lease ID. Managed disk uploads have
-// no snapshots (ErrNotSupported).
+// target mode the request carries the lease ID. A blob marked incomplete
+// (a run writing it has not finished: IncompleteKey) is refused with
+// ErrIncomplete. Managed disk uploads have no snapshots (ErrNotSupported).
 func (b *Blob) Snapshot(ctx context.Context) (string, error) {
 	if err := b.snapshotsAllowed("snapshot"); err != nil {
 		return "", err
 	}
 	if b.loc.Snapshot != "" {
 		return "", b.refuse("snapshot", 0, 0, ErrReadOnly, "a snapshot cannot be snapshotted")
+	}
+	if err := b.refuseIncomplete(ctx); err != nil {
+		return "", err
 	}
 	id, err := b.snapshot(ctx, "")
 	if err != nil {

@@ -290,7 +290,10 @@ func (b *Blob) Footer(ctx context.Context) (VHDFooter, error) {
 // footer of another size is rewritten and a footer region of zeros (a
 // new blob, a managed disk created for upload) gets a footer; anything
 // else there is refused with ErrNotVHD rather than overwritten, since it
-// may be the last 512 bytes of a raw disk.
+// may be the last 512 bytes of a raw disk. Nothing is written here: a
+// page blob target writes its footer before its first change (after its
+// lease is taken), and a managed disk upload writes it last
+// (FinishUpload), invalidating an old one at its first change.
 func (b *Blob) checkFooter(ctx context.Context, write bool) error {
 	size := b.size.Load()
 	p := make([]byte, VHDFooterSize)
@@ -299,10 +302,12 @@ func (b *Blob) checkFooter(ctx context.Context, write bool) error {
 	}
 	f, err := ParseVHDFooter(p)
 	switch {
-	case err == nil && f.Size == size:
+	case err == nil && f.Size == size && b.mode != modeUpload:
 		return nil
 	case write && (err == nil || allZero(p)):
-		return b.writeFooter(ctx, size)
+		b.wit.footerPending.Store(true)
+		b.wit.footerPresent.Store(err == nil)
+		return nil
 	case err == nil:
 		err = fmt.Errorf("%w: footer says %d bytes, blob holds %d", ErrNotVHD, f.Size, size)
 	case write:
@@ -311,16 +316,22 @@ func (b *Blob) checkFooter(ctx context.Context, write bool) error {
 	return b.wrap("footer", size, VHDFooterSize, err)
 }
 
-// writeFooter writes a new footer for a disk of size bytes at offset size.
+// writeFooter writes a new footer for a disk of size bytes at offset
+// size, as a change of the blob (see beforeChange).
 func (b *Blob) writeFooter(ctx context.Context, size int64) error {
+	if err := b.beforeChange(ctx); err != nil {
+		return err
+	}
+	return b.putFooter(ctx, size)
+}
+
+// putFooter sends a new footer for a disk of size bytes at offset size.
+func (b *Blob) putFooter(ctx context.Context, size int64) error {
 	f, err := NewVHDFooter(size)
 	if err != nil {
 		return b.wrap("footer", size, VHDFooterSize, err)
 	}
 	fb := f.Bytes()
-	if err := b.keepPriorState(ctx); err != nil {
-		return err
-	}
 	if err := b.putPages(ctx, fb[:], size); err != nil {
 		return b.wrap("footer", size, VHDFooterSize, err)
 	}

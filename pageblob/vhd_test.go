@@ -239,8 +239,9 @@ func TestWriteFixedVHD(t *testing.T) {
 
 // A managed disk upload target (simulated on Azurite with
 // Options.ManagedDisk): the blob exists with Azure's smallest upload size,
-// the footer is written at open, no lease, sequence number or Create is
-// sent, and the blob's bytes are a fixed VHD qemu reads as the disk.
+// the footer is written last (FinishUpload), no lease, sequence number or
+// Create is sent, and the blob's bytes are a fixed VHD qemu reads as the
+// disk.
 func TestManagedDiskUpload(t *testing.T) {
 	ctx := context.Background()
 	name := blobName(t)
@@ -284,6 +285,12 @@ func TestManagedDiskUpload(t *testing.T) {
 		if n := rec.Count(op); n != 0 {
 			t.Errorf("%d %s requests sent to a managed disk upload", n, op)
 		}
+	}
+	if _, err := d.Footer(ctx); !errors.Is(err, ErrNotVHD) {
+		t.Fatalf("footer before FinishUpload: %v, want none (ErrNotVHD)", err)
+	}
+	if err := d.FinishUpload(ctx); err != nil {
+		t.Fatal(err)
 	}
 	f, err := d.Footer(ctx)
 	if err != nil || f.Size != size {
