@@ -188,7 +188,7 @@ func (c *Client) handshake(ctx context.Context, raw net.Conn, cfg *tls.Config, n
 		return nil, fmt.Errorf("agent: TLS handshake with %s: %w", c.Addr, err)
 	}
 	proto := tc.ConnectionState().NegotiatedProtocol
-	if proto != alpn2 && proto != alpn1 {
+	if proto != alpn3 && proto != alpn2 && proto != alpn1 {
 		return nil, fmt.Errorf("%w: %s does not speak %s", ErrProtocol, c.Addr, strings.Join(alpns, " or "))
 	}
 	h := make([]byte, headerSize, 128)
@@ -222,7 +222,7 @@ func (c *Client) handshake(ctx context.Context, raw net.Conn, cfg *tls.Config, n
 	mw := int64(d.u32("welcome write limit"))
 	inst := d.str(64, "welcome instance")
 	var boot string
-	if proto == alpn2 {
+	if proto != alpn1 {
 		boot = d.str(64, "welcome boot id")
 	}
 	if err := d.end("welcome"); err != nil {
@@ -236,7 +236,7 @@ func (c *Client) handshake(ctx context.Context, raw net.Conn, cfg *tls.Config, n
 	}
 	_ = raw.SetDeadline(time.Time{})
 	bc.batch()
-	dk := &Disk{name: name, write: mode == modeWrite, conn: tc, bc: bc, br: br, align: align, maxWrite: mw, instance: inst, hostBoot: boot}
+	dk := &Disk{name: name, write: mode == modeWrite, conn: tc, bc: bc, br: br, align: align, maxWrite: mw, instance: inst, hostBoot: boot, proto: proto}
 	dk.size.Store(size)
 	return dk, nil
 }

@@ -27,6 +27,7 @@ type Disk struct {
 	write        bool
 	instance     string
 	hostBoot     string // the agent machine's boot ID, "" when unknown
+	proto        string // the protocol version agreed (an ALPN name)
 	align        int64
 	maxWrite     int64
 	size         atomic.Int64

@@ -24,10 +24,10 @@
 //
 // # Protocol
 //
-// TLS 1.3 (ALPN "deltasync-agent/2", or "/1" with a peer from before
-// version 2) over one TCP connection per Disk, carrying frames of an
-// 8-byte header (type, 24-bit length, 32-bit request or stream number)
-// and a payload of at most MaxPayload (8 MiB).
+// TLS 1.3 (ALPN "deltasync-agent/3", or "/2" or "/1" with a peer from
+// before version 3 or 2) over one TCP connection per Disk, carrying
+// frames of an 8-byte header (type, 24-bit length, 32-bit request or
+// stream number) and a payload of at most MaxPayload (8 MiB).
 // The first message is the client's hello (disk name, mode, token); the
 // agent answers with a welcome (size, alignment, largest write, a digest
 // of its disk's identity and, from version 2, its machine's boot ID) or a
@@ -44,7 +44,9 @@
 //   - Flush, resize, read, allocation, version and cache requests travel
 //     in the same order as the writes and are answered by number, so a
 //     flush covers every write sent before it, and reads and hashes see
-//     them.
+//     them. So do, from version 3, a run's watch, its end (stopped,
+//     done, abandoned) and the check of an earlier run's evidence (see
+//     # Evidence).
 //   - A hash request names the algorithm, the per-run key, the block
 //     size, the range and hints, and a credit: the agent hashes its disk
 //     in parallel (blockdiff.HashBlocks) and sends batches of hashes as
@@ -79,18 +81,62 @@
 // returns once every write queued before it is applied on the agent (in
 // its machine's page cache; the agent acknowledges writes as it applies
 // them), and Flush once they are also fdatasync'd. A dropped connection
-// fails the run; writes queued but not acknowledged may be lost, and a
-// rerun compares again: through an agent that costs hashing both disks,
-// not sending them. A Disk is a transfer.WriteBehind and a
+// fails the run; writes queued but not acknowledged may be lost, those
+// the agent received it applies, and the rerun resumes from the journal
+// when the agent's evidence holds (# Evidence), or compares again:
+// through an agent that costs hashing both disks, not sending them. A
+// Disk is a transfer.WriteBehind and a
 // transfer.AppliedBarrier: the agent tells its machine's boot ID in its
 // welcome, and with the default durability transfer saves each journal
 // checkpoint after Applied, stamped with that boot ID, rather than after
 // a flush (an fdatasync on the agent every JournalBytes). So the journal
 // never counts a write still queued in this process; an interrupted run
-// resumes from its last save while the agent's machine keeps running (the
-// agent process may be restarted), and starts over, comparing everything,
+// resumes from its last save while the agent's machine keeps running and
+// the agent's evidence holds, and starts over, comparing everything,
 // after that machine rebooted. An agent that does not send its boot ID
 // gets a flush before every save.
+//
+// # Evidence
+//
+// A Disk is a transfer.Witness (disk.Witness): the agent, which outlives
+// its clients, is what shows a rerun that nothing but the interrupted run
+// wrote the disk, also when the client was killed with SIGKILL.
+//
+//   - Watch (before the run's first change) sends a random watch ID, the
+//     journal's token; the agent marks a file incomplete (localdisk's
+//     user.deltasync.incomplete) until the watch's Done.
+//   - The agent keeps, per disk (by its local identity: two names for one
+//     file are one disk), a generation that moves when a session starts
+//     changing it (a write, zeroing or resize).
+//   - When a watched session ends without Done (the client's Close after
+//     Stopped, or a dropped connection), the agent applies every write it
+//     received, flushes the disk (fdatasync), takes the disk's own
+//     evidence (localdisk's Witness: device, inode, birth time and
+//     nanosecond ctime of a file; diskseq and write counters of a device,
+//     its parent's, a loop device's backing file), and records it with
+//     the generation, all before it closes the disk, so before another
+//     session can open it: one that asks meanwhile is refused as busy
+//     after a short wait. A write or flush that failed in the session, a
+//     failed flush at the end (the disk's cached pages are then dropped),
+//     or a write after the run's Stopped is recorded as the reason the
+//     evidence cannot hold.
+//   - Check (the rerun, before its first change) holds only if the agent
+//     has that watch's record, no session changed the disk since (the
+//     generation), nothing failed, and the disk's own evidence is
+//     unchanged: nothing else wrote, truncated or replaced it.
+//
+// The records live in the agent's memory: an agent restarted between the
+// runs has none, and the rerun compares everything. In the deltasync
+// command (which calls localdisk.RunWatchdogIfAsked), a resumable watch
+// also runs localdisk's watchdog, which notes a write by another process
+// while the session runs (fanotify, where the agent has CAP_SYS_ADMIN).
+// What remains: without that watchdog, a program on the agent's machine
+// that ignores the disk's locks and writes it while the session runs or
+// drains, before the evidence is taken, is taken for the run; before
+// Linux 6.13, a write within one clock tick of the session's last keeps
+// the ctime; and what localdisk says of devices (a write through another
+// node of the same storage). An agent from before version 3 keeps no
+// evidence: its Watch is empty and a rerun compares everything.
 //
 // # Pulling
 //

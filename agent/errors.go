@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/deltasync/deltasync/disk"
 )
 
 // Sentinel errors. Errors from an agent arrive as a *RemoteError that
@@ -29,15 +31,26 @@ var (
 	ErrProtocol = errors.New("agent: protocol violation")
 	// ErrDisconnected: the connection to the agent ended (dropped,
 	// closed, or ended by the agent). Writes queued and not acknowledged
-	// may not have reached the disk; a rerun compares again (or resumes
-	// from a journal, which counts only flushed writes).
-	ErrDisconnected = errors.New("agent: disconnected")
+	// may not have reached the disk; those the agent received it applies.
+	// It is also disk.ErrDisconnected, so a run's journal is not poisoned
+	// by it: the rerun resumes if the agent's evidence holds (see
+	// Disk.Check), or compares again.
+	ErrDisconnected error = &alsoErr{"agent: disconnected", disk.ErrDisconnected}
 	// ErrClosed: the Disk was closed.
 	ErrClosed = errors.New("agent: disk closed")
 	// ErrBadOptions: invalid options or arguments, found before anything
 	// was sent.
 	ErrBadOptions = errors.New("agent: invalid options")
 )
+
+// alsoErr is a sentinel of this package that is also another's.
+type alsoErr struct {
+	msg  string
+	also error
+}
+
+func (e *alsoErr) Error() string { return e.msg }
+func (e *alsoErr) Unwrap() error { return e.also }
 
 // Error codes on the wire.
 const (

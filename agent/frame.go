@@ -40,7 +40,21 @@ const (
 	mVersion   = 11 // id: the disk's version
 	mDropCache = 12 // id: drop cached pages of a range
 	mBye       = 13 // the client is done; the agent closes
+	// Version 3 (never sent to an older agent):
+	mWatch    = 14 // ordered, id: flags (1: resumable), watch ID; a run begins
+	mWatchEnd = 15 // ordered, id (0: no answer wanted): how (watchStopped, watchDone, watchAbandoned)
+	mCheck    = 16 // ordered, id: watch ID; answered with why its evidence fails, "" if it holds
 )
+
+// How a watch ends (mWatchEnd).
+const (
+	watchStopped   = 1
+	watchDone      = 2
+	watchAbandoned = 3
+)
+
+// maxWatchID bounds a watch ID on the wire.
+const maxWatchID = 64
 
 // Agent to client:
 const (

@@ -120,6 +120,7 @@ type Server struct {
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
 	held  map[string]*holder // disks open in sessions, by name
+	book  witnessBook        // who wrote each disk, and evidence (witness.go)
 	wg    sync.WaitGroup
 }
 
@@ -424,8 +425,8 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn) {
 	w = appendU32(w, uint32(min(max(mw, 0), 1<<30)))
 	w = appendStr(w, hex.EncodeToString(sum[:8]))
 	// The boot this agent's writes live in until flushed (see
-	// Disk.HostBootID); "" when unknown. Only version 2 has the field.
-	if tc.ConnectionState().NegotiatedProtocol == alpn2 {
+	// Disk.HostBootID); "" when unknown. Versions 2 and 3 have the field.
+	if np := tc.ConnectionState().NegotiatedProtocol; np == alpn2 || np == alpn3 {
 		w = appendStr(w, s.o.bootID())
 	}
 	putHeader(w, mWelcome, 0)

@@ -56,8 +56,11 @@ type session struct {
 	ops     chan *op
 
 	// The applier's own state.
-	seq    uint64 // writes and zeroings seen
-	failed error  // first failed write or zeroing: later ones are skipped
+	seq      uint64        // writes and zeroings seen
+	failed   error         // first failed write or zeroing: later ones are skipped
+	flushErr error         // first failed flush
+	changed  bool          // the session changed the disk (witnessBook.changed)
+	watch    *sessionWatch // the run watching the disk (witness.go), if any
 
 	mu       sync.Mutex
 	streams  map[uint32]*serverStream
@@ -122,6 +125,10 @@ func (ss *session) run(ctx context.Context, r io.Reader, w frameWriter, setWD fu
 	<-applied
 	ss.scancel()
 	ss.workers.Wait()
+	// Every write received is applied: a run that did not finish gets
+	// its evidence now, before the disk is closed and another session
+	// can open it.
+	ss.recordWatch(context.WithoutCancel(ctx))
 	ss.sendFatal()
 	close(ss.out)
 	e := <-werr
@@ -317,6 +324,19 @@ func parseOp(typ uint8, id uint32, p []byte) (*op, error) {
 		}
 	case mResize:
 		o.n = d.ivarint("size")
+	case mWatch:
+		o.n = int64(d.u8("watch flags"))
+		o.data = []byte(d.str(maxWatchID, "watch ID"))
+		if d.err == nil && o.n&^watchResumable != 0 {
+			return nil, protoErr("unknown watch flags %#x", o.n)
+		}
+	case mWatchEnd:
+		o.n = int64(d.u8("watch end"))
+		if d.err == nil && (o.n < watchStopped || o.n > watchAbandoned) {
+			return nil, protoErr("unknown watch end %d", o.n)
+		}
+	case mCheck:
+		o.data = []byte(d.str(maxWatchID, "watch ID"))
 	case mFlush, mVersion:
 	case mHash:
 		// Checked by parseHash when it starts.
@@ -341,11 +361,15 @@ func (ss *session) applier(ctx context.Context) {
 			err := ss.failed
 			if err == nil {
 				err = ss.d.Flush(ctx)
+				if err != nil && ss.flushErr == nil {
+					ss.flushErr = err
+				}
 			}
 			ss.reply(o.id, err, nil)
 		case mResize:
 			err := ss.failed
 			if err == nil {
+				ss.noteChange()
 				err = ss.d.Resize(ctx, o.n)
 			}
 			ss.reply(o.id, err, appendU64(nil, uint64(ss.d.Size())))
@@ -353,6 +377,12 @@ func (ss *session) applier(ctx context.Context) {
 			if err := ss.startHash(o); err != nil {
 				ss.protocolFailure(err)
 			}
+		case mWatch:
+			ss.startWatch(ctx, o)
+		case mWatchEnd:
+			ss.endWatch(ctx, o)
+		case mCheck:
+			ss.check(ctx, o)
 		default:
 			ss.request(ctx, o)
 		}
@@ -399,6 +429,7 @@ func (ss *session) applyWrite(ctx context.Context, o *op) {
 	if ss.failed != nil {
 		return
 	}
+	ss.noteChange()
 	var err error
 	if o.typ == mZero {
 		err = ss.d.ZeroRange(ctx, o.off, o.n)
@@ -498,6 +529,8 @@ func (ss *session) request(ctx context.Context, o *op) {
 		ss.reply(o.id, err, appendStr(nil, v))
 	case mDropCache:
 		ss.reply(o.id, ss.d.DropCache(o.off, o.n), nil)
+	case mWatch, mWatchEnd, mCheck:
+		ss.reply(o.id, errSourceWatch, nil)
 	}
 }
 

@@ -22,14 +22,16 @@ import (
 )
 
 // The protocol's names in the TLS handshake, newest first. Version 2 adds
-// the agent machine's boot ID to the welcome (Disk.HostBootID); both ends
-// offer both, so either speaks with a peer from before it.
+// the agent machine's boot ID to the welcome (Disk.HostBootID); version 3
+// the watch and check requests (Disk.Watch, Disk.Check). Both ends offer
+// every version, so either speaks with a peer from before it.
 const (
+	alpn3 = "deltasync-agent/3"
 	alpn2 = "deltasync-agent/2"
 	alpn1 = "deltasync-agent/1"
 )
 
-var alpns = []string{alpn2, alpn1}
+var alpns = []string{alpn3, alpn2, alpn1}
 
 // SelfSigned returns a new self-signed certificate and its private key,
 // both PEM-encoded, for an agent's first run: ECDSA P-256, valid for the
