@@ -235,7 +235,13 @@ const IncompleteAttr = "user.deltasync.incomplete"
 func (d *Disk) setIncomplete(on bool) error {
 	err := d.control(func(fd int) error {
 		if on {
-			return unix.Fsetxattr(fd, IncompleteAttr, []byte("1"), 0)
+			// Only when missing: setting it again would move the ctime
+			// that an earlier run's evidence holds.
+			err := unix.Fsetxattr(fd, IncompleteAttr, []byte("1"), unix.XATTR_CREATE)
+			if errors.Is(err, unix.EEXIST) {
+				return nil
+			}
+			return err
 		}
 		err := unix.Fremovexattr(fd, IncompleteAttr)
 		if errors.Is(err, unix.ENODATA) {
