@@ -126,7 +126,8 @@ func (b *Blob) breakLease(ctx context.Context) error {
 
 // leaseHeld is the ErrLeaseHeld of a lease the blob has, saying its
 // state and duration (never its id: Azure does not tell it, and a lease
-// id is a secret).
+// id is a secret). How to break it (Options.BreakLease, a flag of a
+// command) is for the caller to say.
 func (b *Blob) leaseHeld(ctx context.Context, cause error) error {
 	state, dur := "unknown", "unknown"
 	if props, err := b.pb.GetProperties(ctx, nil); err == nil {
@@ -150,7 +151,7 @@ func (b *Blob) leaseHeld(ctx context.Context, cause error) error {
 		how = "it is being broken and ends with its break period"
 	}
 	e := &Error{Op: "lease", URL: Redact(b.loc.String()),
-		Err: fmt.Errorf("%w (lease state %s, duration %s: %s; Options.BreakLease breaks it)", ErrLeaseHeld, state, dur, how)}
+		Err: fmt.Errorf("%w (lease state %s, duration %s: %s)", ErrLeaseHeld, state, dur, how)}
 	var re *azcore.ResponseError
 	if errors.As(cause, &re) {
 		e.Status, e.Code = re.StatusCode, re.ErrorCode

@@ -394,7 +394,7 @@ func TestBreakLease(t *testing.T) {
 	}
 	b := openAgain(t, name, nil)
 	_, err := b.Watch(ctx, true)
-	if !errors.Is(err, ErrLeaseHeld) || !strings.Contains(err.Error(), "duration infinite") || !strings.Contains(err.Error(), "BreakLease") {
+	if !errors.Is(err, ErrLeaseHeld) || !strings.Contains(err.Error(), "lease state leased, duration infinite") {
 		t.Fatalf("Watch of a blob another holds: %v", err)
 	}
 	c := openAgain(t, name, func(o *Options) { o.BreakLease = true })

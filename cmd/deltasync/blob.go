@@ -38,9 +38,10 @@ import (
 // blobFlags are the flags of seed and sync that concern page blob
 // targets, and what a run with one left behind.
 type blobFlags struct {
-	keepPrior bool
-	snapshot  bool
-	vhd       bool
+	keepPrior  bool
+	snapshot   bool
+	vhd        bool
+	breakLease bool
 
 	// srcSize is the source's size, set once the source is open: a
 	// missing blob is created with it.
@@ -56,7 +57,11 @@ type blobFlags struct {
 }
 
 func (bf *blobFlags) register(fs *flag.FlagSet) {
-	fs.BoolVar(&bf.keepPrior, "keep-prior", true, "page blob target that exists: keep its prior state as a snapshot taken before the first write (printed, and prior_snapshot in --json)")
+	fs.BoolVar(&bf.keepPrior, "keep-prior", true, "page blob target that exists: keep its prior state as a snapshot taken before the first write (printed, and prior_snapshot in --json); "+
+		"taken once, by the first run: a rerun that resumes, or finds the blob marked incomplete by an unfinished run, takes none")
+	fs.BoolVar(&bf.breakLease, "break-lease", false, "page blob target leased by another holder: break its lease and take over, instead of failing. "+
+		"Not needed for this tool's own interrupted run, whose lease a rerun takes over. "+
+		"Use it only for a holder known to be gone (a crashed tool's infinite lease): a holder still writing (another sync, a VM using the disk) is cut off midway, its writes fail, and its view of the disk is no longer true")
 	fs.BoolVar(&bf.snapshot, "snapshot", true, "page blob target: cut a recovery point (a snapshot) at the end of a successful run (recovery_point in --json)")
 	fs.BoolVar(&bf.vhd, "vhd", false, "page blob target holds a fixed VHD (the disk, a multiple of 1 MiB, then a 512-byte footer), as Azure imports managed disks; always on for managed disk upload URLs (md- hosts)")
 }
@@ -129,7 +134,7 @@ func openBlobTarget(arg string, rf *runFlags, create bool) (disk, error) {
 		return nil, fmt.Errorf("the source is %d bytes, not a multiple of 512: a page blob holds whole 512-byte pages; "+
 			"pad the image to %d bytes (truncate -s %d FILE) and run again", n, roundUp512(n), roundUp512(n))
 	}
-	o := &pageblob.Options{VHD: bf.vhd, KeepPrior: bf.keepPrior}
+	o := &pageblob.Options{VHD: bf.vhd, KeepPrior: bf.keepPrior, BreakLease: bf.breakLease}
 	if create && loc.Kind != pageblob.ManagedDisk {
 		if bf.srcSize == 0 {
 			return nil, errors.New("the source is empty: there is nothing to seed a page blob with")
@@ -160,6 +165,26 @@ func roundUp512(n int64) int64 { return (n + 511) / 512 * 512 }
 type blobTarget struct {
 	*pageblob.Blob
 	flags *blobFlags
+}
+
+// Watch and Check are the Blob's (the journal's evidence; see pageblob's
+// doc, # Resuming), with the way out of a lease another holder has.
+func (t *blobTarget) Watch(ctx context.Context, resumable bool) (transfer.Watch, error) {
+	w, err := t.Blob.Watch(ctx, resumable)
+	return w, leaseHint(err)
+}
+
+func (t *blobTarget) Check(ctx context.Context, token, evidence string) (string, error) {
+	why, err := t.Blob.Check(ctx, token, evidence)
+	return why, leaseHint(err)
+}
+
+// leaseHint names the flag that breaks a lease another holder has.
+func leaseHint(err error) error {
+	if errors.Is(err, pageblob.ErrLeaseHeld) {
+		return fmt.Errorf("%w; wait for its holder to release it, or rerun with -break-lease if the holder is gone (a holder still writing is cut off midway)", err)
+	}
+	return err
 }
 
 // finish cuts the recovery point of a successful run (-snapshot); the
