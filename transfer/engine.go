@@ -109,6 +109,9 @@ func (r *run) stats() Stats {
 	st.TargetRead = r.cmpDstRead + r.copyDstRead.Load() + r.verDstRead
 	st.Flush = time.Duration(r.flushNanos.Load())
 	st.JournalSaves = int(r.journalSaves.Load())
+	if r.store != nil {
+		st.JournalWatermark = r.saved
+	}
 	return st
 }
 

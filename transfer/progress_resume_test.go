@@ -3,13 +3,15 @@ package transfer
 import (
 	"bytes"
 	"context"
+	"errors"
 	"testing"
 )
 
 // TestProgressReportsResume: the snapshots of a run that resumed carry
 // the offset it restarted at and its journal's key from its first report
 // in PhaseCopy on, so that a caller can say "resuming at X" before the
-// copy and draw its progress from the absolute position.
+// copy and draw its progress from the absolute position; a stopped run's
+// Stats.JournalWatermark is where its rerun resumes.
 func TestProgressReportsResume(t *testing.T) {
 	src, s, d, opts := evidenceCase(t, 3)
 	var first []Snapshot
@@ -18,7 +20,19 @@ func TestProgressReportsResume(t *testing.T) {
 			first = append(first, sn)
 		}
 	})
-	interrupted(t, s, d, opts, 40)
+	ctx, cancel := context.WithCancel(context.Background())
+	var n int
+	d.onWrite = func(int) {
+		if n++; n == 40 {
+			cancel()
+		}
+	}
+	stopped, err := Sync(ctx, s, d, opts)
+	d.onWrite = nil
+	cancel()
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted run: %v", err)
+	}
 	if len(first) != 1 || first[0].ResumedFrom != 0 || first[0].Journal == "" {
 		t.Fatalf("the first run's first copy snapshot: %+v; want ResumedFrom 0 and a journal key", first)
 	}
@@ -28,8 +42,8 @@ func TestProgressReportsResume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !st.Resumed || st.ResumedFrom == 0 {
-		t.Fatalf("the rerun did not resume: %+v", st)
+	if !st.Resumed || st.ResumedFrom == 0 || st.ResumedFrom != stopped.JournalWatermark {
+		t.Fatalf("the rerun resumed %v from %d; the stopped run's journal was saved at %d", st.Resumed, st.ResumedFrom, stopped.JournalWatermark)
 	}
 	if len(first) != 1 {
 		t.Fatal("no snapshot in PhaseCopy")

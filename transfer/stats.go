@@ -42,6 +42,11 @@ type Stats struct {
 	// its saves (each one after a flush of the target).
 	Journaled    bool
 	JournalSaves int
+	// JournalWatermark is the offset up to which the journal's last save
+	// calls the range done: where a rerun of a run that stopped resumes
+	// (if the journal is trusted then). It is the range's start when
+	// nothing was saved, and 0 when the run kept no journal.
+	JournalWatermark int64
 	// JournalDiscarded tells that a journal was found and not trusted:
 	// mismatched or corrupt (Options.DiscardBadJournal), of an earlier
 	// boot, poisoned by a failed write or flush, or without evidence that
