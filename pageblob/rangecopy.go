@@ -82,6 +82,12 @@ func (b *Blob) CopyRange(ctx context.Context, src any, off, n int64) (bool, erro
 		b.declineCopies("the source has no URL the service could read it by: " + scrub(err.Error()))
 		return false, nil
 	}
+	// What comes before the first change (the lease, the prior snapshot)
+	// is done here, under the usual retry policy; the copies' own
+	// requests go under probeRetry until one succeeds.
+	if err := b.beforeChange(ctx); err != nil {
+		return false, err
+	}
 	cctx := ctx
 	if !b.copied.Load() {
 		cctx = policy.WithRetryOptions(ctx, probeRetry(b.cl.opts.Retry))
