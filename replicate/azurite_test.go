@@ -102,6 +102,11 @@ func (c *cancelTarget) WriteAt(p []byte, off int64) (int, error) {
 	return c.BlobTarget.WriteAt(p, off)
 }
 
+// WriteAtContext hides the blob's own: the engine prefers it to WriteAt.
+func (c *cancelTarget) WriteAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	return c.WriteAt(p, off)
+}
+
 // TestKillMidCycle: a cycle killed at a random write (its context
 // cancelled) leaves no recovery point; the next cycle completes, and its
 // point restores to the source as it was frozen.
