@@ -33,6 +33,11 @@ type disk struct {
 	mm     *mmapFile   // not nil when read through mappings
 	direct *directFile // not nil when cold chunks may be read with O_DIRECT
 	file   *os.File    // the *os.File behind the disk, if any (DropBehind)
+	// always: DirectAlways on a file. A chunk it cannot read directly
+	// (the file system refuses O_DIRECT) has its clean cached pages
+	// dropped first, so that it is read from the file system: after a
+	// failed write-back the page cache may hold data the disk has not.
+	always bool
 	pool   chan []byte
 	bufLen int
 	read   atomic.Int64 // bytes actually read (or touched through a mapping)
@@ -77,6 +82,7 @@ func newDisk(side Side, r io.ReaderAt, size int64, c *config) (*disk, error) {
 			d.mm = newMmapFile(f, size)
 		}
 		d.direct = openDirect(f, c)
+		d.always = c.Direct == DirectAlways
 		if d.direct != nil {
 			d.aheadSlots = make(chan struct{}, c.directAhead)
 		}
@@ -127,6 +133,9 @@ func (d *disk) plan(ctx context.Context, off, end int64) (direct bool, ra *readA
 			ra.v.free = func() { vfree(); free() }
 		}()
 		return true, ra
+	}
+	if d.always {
+		dropPages(d.file, off, end-off)
 	}
 	// WILLNEED on pages already cached still looks each one up (a tenth
 	// of a warm hashing pass's CPU time): ask first.
@@ -201,6 +210,9 @@ func (d *disk) window(ctx context.Context, off, end int64, alloc []Range, all, d
 		v, err := d.direct.read(ctx, d.side, off, end, alloc, all, &d.read)
 		if !errors.Is(err, errDirectRefused) {
 			return v, err
+		}
+		if d.always {
+			dropPages(d.file, off, end-off)
 		}
 	}
 	if d.mm != nil {

@@ -125,9 +125,15 @@ const (
 	// runs). For hosts short of CPU or of page cache. Files on systems
 	// without O_DIRECT (tmpfs) fall back to the page cache.
 	DirectAuto
-	// DirectAlways reads every chunk with O_DIRECT, even cached ones
-	// (where the file system allows it): nothing is read from or added
-	// to the page cache.
+	// DirectAlways reads every chunk with O_DIRECT, even cached ones:
+	// nothing is read from or added to the page cache. Where the file
+	// system refuses O_DIRECT (tmpfs, some FUSE file systems) each chunk's
+	// clean cached pages are dropped (posix_fadvise DONTNEED) before it
+	// is read through the page cache, so it still comes from the file
+	// system: what transfer needs after a failed flush, when pages whose
+	// write-back failed may sit in the cache, clean, holding data the
+	// disk does not have. Dirty pages, and pages mapped by another
+	// process, are not dropped.
 	DirectAlways
 )
 

@@ -116,11 +116,14 @@
 //
 // A failed write or flush of the target poisons the journal: the record
 // says so and a rerun compares everything; after a failed flush it reads
-// with O_DIRECT (blockdiff.DirectAlways), because pages whose write-back
-// failed may stay in the page cache, clean, holding data the disk does
-// not have, and a later fsync does not report the error again. A source
-// whose version changed (a file's ctime and birth time are part of it) is
-// refused by the journal's identity. A target stays marked incomplete (an
+// with O_DIRECT (blockdiff.DirectAlways; where the file system refuses
+// O_DIRECT it drops the cached pages before reading them), because pages
+// whose write-back failed may stay in the page cache, clean, holding data
+// the disk does not have, and a later fsync does not report the error
+// again (cmd/deltasync's TestFailedFlush shows it on internal/faultfs, a
+// FUSE file system that fails a flush so). A source whose version changed
+// (a file's ctime and birth time are part of it) is refused by the
+// journal's identity. A target stays marked incomplete (an
 // extended attribute on a file, metadata on a blob) while runs write it,
 // until one succeeds.
 //
