@@ -34,6 +34,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/deltasync/deltasync/internal/faultfs"
 )
 
 // advTarget is one kind of target as the adversary sees it.
@@ -80,8 +82,12 @@ func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''
 
 func sha(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
 
-// fileTarget is an image file.
-type fileTarget struct{ path string }
+// fileTarget is an image file; for the fail-flush rounds, on a FUSE file
+// system whose next fsync can be made to fail (internal/faultfs).
+type fileTarget struct {
+	path string
+	ffs  *faultfs.FS
+}
 
 func (f *fileTarget) kind() string { return "file" }
 func (f *fileTarget) arg() string  { return f.path }
@@ -109,6 +115,21 @@ func (f *fileTarget) perturb(t *testing.T, rng *rand.Rand, what string, off int6
 		t.Fatal(err)
 	}
 	f.write(t, rng, 0, b)
+}
+
+// onFaultFS moves the file, holding b, onto a fault file system, where
+// its next flush can be made to fail as a disk's write-back fails: EIO,
+// and what was written since the last good flush is lost on the disk
+// while the page cache keeps it. False when FUSE cannot be mounted here.
+func (f *fileTarget) onFaultFS(t *testing.T, b []byte) (unmount func(), ok bool) {
+	if faultfs.Available() != nil {
+		return nil, false
+	}
+	backing := t.TempDir()
+	writeFile(t, filepath.Join(backing, "dst.img"), b)
+	f.ffs = faultfs.Mount(t, backing)
+	f.path = f.ffs.Path("dst.img")
+	return f.ffs.Unmount, true
 }
 
 // loopTarget is a loop device over an image file.
@@ -228,7 +249,7 @@ func TestAdversary(t *testing.T) {
 	})
 	tallies := map[string]*advTally{}
 	for _, mk := range kinds {
-		for _, what := range []string{"nothing", "recreate", "write", "source-mtime", "extra"} {
+		for _, what := range []string{"nothing", "recreate", "write", "source-mtime", "fail-flush", "extra"} {
 			for i := 0; i < rounds; i++ {
 				adversaryRound(t, rng, mk, what, tallies)
 			}
@@ -274,6 +295,18 @@ func adversaryRound(t *testing.T, rng *rand.Rand, mk func(*testing.T, []byte) (a
 			return
 		}
 		what = ex[rng.IntN(len(ex))]
+	}
+	if what == "fail-flush" {
+		// Files only (not the agent's, which embeds fileTarget).
+		ft, ok := tgt.(*fileTarget)
+		if !ok {
+			return
+		}
+		unmount, ok := ft.onFaultFS(t, old)
+		if !ok {
+			return
+		}
+		defer unmount()
 	}
 	key := tgt.kind() + "/" + what
 	c := tallies[key]
@@ -347,6 +380,21 @@ func adversaryRound(t *testing.T, rng *rand.Rand, mk func(*testing.T, []byte) (a
 		fh.Close()
 		if err := os.Chtimes(srcPath, fi.ModTime(), fi.ModTime()); err != nil {
 			t.Fatal(err)
+		}
+	case "fail-flush":
+		// The same command run to its end, its flush failing.
+		ffs := tgt.(*fileTarget).ffs
+		ffs.FailNextFsync("dst.img")
+		o := runCmd(t, verb, "-q", "-journal-dir", jdir, srcPath, tgt.arg())
+		switch {
+		case ffs.Armed("dst.img"):
+			// Nothing was left to write, so nothing was flushed.
+			ffs.Disarm("dst.img")
+			if o.code != 0 {
+				t.Errorf("%s: the run meant to fail its flush failed otherwise\n%s", key, o)
+			}
+		case o.code != 2 || !strings.Contains(o.stderr, "flush"):
+			t.Errorf("%s: the run whose flush failed: want exit 2 naming the flush\n%s", key, o)
 		}
 	default:
 		tgt.perturb(t, rng, what, off, old)
