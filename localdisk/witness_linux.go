@@ -291,8 +291,12 @@ func (d *Disk) Check(ctx context.Context, tok, ev string) (string, error) {
 		if t.Evidence == "" {
 			return "the run was not stopped cleanly and had no watchdog to record the target's state (the program does not call localdisk.RunWatchdogIfAsked)", nil
 		}
+		// The watchdog holds a lock on its file while it lives: wait
+		// for it to have recorded (a rerun may start at once).
+		waitWatchdog(ctx, t.Evidence+".lock")
 		b, err := readSmall(t.Evidence)
 		os.Remove(t.Evidence)
+		os.Remove(t.Evidence + ".lock")
 		if err != nil {
 			return "the run was not stopped cleanly and its watchdog left no record (was it killed too?)", nil
 		}
@@ -307,6 +311,23 @@ func (d *Disk) Check(ctx context.Context, tok, ev string) (string, error) {
 		return "", newError("check evidence", d.path, -1, 0, err)
 	}
 	return was.differs(now), nil
+}
+
+// waitWatchdog waits, at most 5 s, until no process holds the lock file
+// name (a watchdog still recording).
+func waitWatchdog(ctx context.Context, name string) {
+	f, err := os.OpenFile(name, os.O_RDWR, 0)
+	if err != nil {
+		return // no watchdog ever held it, or it is long gone
+	}
+	defer f.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func readSmall(name string) ([]byte, error) {
@@ -395,6 +416,7 @@ func (w *watch) end() {
 		w.proc.Wait()
 		if w.tok.Evidence != "" {
 			os.Remove(w.tok.Evidence)
+			os.Remove(w.tok.Evidence + ".lock")
 		}
 	})
 }
@@ -529,6 +551,10 @@ func watchdogMain() int {
 				unix.FanotifyMark(fan, unix.FAN_MARK_ADD, unix.FAN_MODIFY, unix.AT_FDCWD, strings.TrimSpace(string(b)))
 			}
 		}
+	}
+	// Held until this process ends: a rerun waits on it for the record.
+	if lk, err := os.OpenFile(out+".lock", os.O_RDWR|os.O_CREATE, 0o600); err == nil {
+		unix.Flock(int(lk.Fd()), unix.LOCK_EX)
 	}
 	if err != nil {
 		fan = -1
