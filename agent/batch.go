@@ -23,9 +23,21 @@ type batchConn struct {
 	mu  sync.Mutex
 	buf []byte // nil until batch: writes pass straight through
 	err error  // the first failed socket write; later ones fail with it
+
+	// pre counts what is read before authentication (see admit); nil
+	// after. Only the goroutine that reads touches the field.
+	pre *preRead
 }
 
 func newBatchConn(c net.Conn) *batchConn { return &batchConn{Conn: c} }
+
+func (c *batchConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if c.pre != nil && n > 0 {
+		c.pre.add(p[:n])
+	}
+	return n, err
+}
 
 // batch starts gathering writes.
 func (c *batchConn) batch() {

@@ -24,6 +24,11 @@ const (
 	// DefaultCloseTimeout bounds how long Close waits for queued writes
 	// to be acknowledged.
 	DefaultCloseTimeout = 2 * time.Minute
+	// clientHandshakeTimeout bounds the TLS handshake, the hello and the
+	// welcome on the client's side: the agent's own limit
+	// (ServerOptions.HandshakeTimeout) plus its wait for a disk that a
+	// session of its own is releasing, with room to spare.
+	clientHandshakeTimeout = 10 * time.Second
 )
 
 // Client says how to reach an agent and prove who is asking. It is a
@@ -181,7 +186,7 @@ func (c *Client) open(ctx context.Context, name string, mode uint8) (*Disk, erro
 
 // handshake does TLS, sends the hello and reads the welcome.
 func (c *Client) handshake(ctx context.Context, raw net.Conn, cfg *tls.Config, name string, mode uint8) (*Disk, error) {
-	_ = raw.SetDeadline(time.Now().Add(DefaultHandshakeTimeout))
+	_ = raw.SetDeadline(time.Now().Add(clientHandshakeTimeout))
 	bc := newBatchConn(raw)
 	tc := tls.Client(bc, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {

@@ -75,6 +75,17 @@
 // error, never a panic; the writes applied before it stay, and the
 // client's next run compares again.
 //
+// A connection takes one of the agent's sessions
+// (ServerOptions.MaxSessions) only once authenticated. Before that it is
+// in a budget of its own, for HandshakeTimeout (3 s) at most:
+// MaxHandshakes (16) TLS handshakes at once, and 16 times as many
+// connections that have not sent their ClientHello or wait for a
+// handshake; when those are full, a new connection displaces the oldest
+// that has not sent its ClientHello (see preauth.go). So a flood of idle
+// or slow connections costs the agent a few KiB each and keeps no client
+// out. An authenticated client that finds every session taken is told
+// so: ErrAgentBusy, "agent busy: N sessions in use".
+//
 // # Durability and journals
 //
 // WriteAt returns once the write is queued (see Disk.WriteAt); Applied

@@ -21,6 +21,10 @@ var (
 	// ErrBusy: the disk is held by another opener (another session
 	// writing it, or a local program holding its lock).
 	ErrBusy = errors.New("agent: disk busy")
+	// ErrAgentBusy: the agent serves as many sessions as it may
+	// (ServerOptions.MaxSessions); the message says how many. Try again
+	// later.
+	ErrAgentBusy = errors.New("agent: agent busy")
 	// ErrReadOnly: a write to a disk opened as a source, or a disk that
 	// cannot be written.
 	ErrReadOnly = errors.New("agent: read-only")
@@ -63,6 +67,7 @@ const (
 	codeProtocol     = 7
 	codeBadRequest   = 8
 	codeCanceled     = 9
+	codeAgentBusy    = 10 // a client that does not know it shows the message alone
 )
 
 func codeSentinel(code uint8) error {
@@ -81,6 +86,8 @@ func codeSentinel(code uint8) error {
 		return ErrProtocol
 	case codeBadRequest:
 		return ErrBadOptions
+	case codeAgentBusy:
+		return ErrAgentBusy
 	}
 	return nil
 }
@@ -102,8 +109,11 @@ func (e *RemoteError) Error() string {
 		s += fmt.Sprintf(" at offset %d (+%d)", e.Off, e.Len)
 	}
 	s += ": "
+	// The sentinel's words, unless the message starts with them.
 	if se := codeSentinel(e.Code); se != nil {
-		s += strings.TrimPrefix(se.Error(), "agent: ") + ": "
+		if w := strings.TrimPrefix(se.Error(), "agent: "); !strings.HasPrefix(e.Msg, w) {
+			s += w + ": "
+		}
 	}
 	return s + e.Msg
 }

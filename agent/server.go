@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bufio"
+	"container/list"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -22,7 +23,8 @@ import (
 // Defaults of ServerOptions.
 const (
 	DefaultMaxSessions      = 64
-	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultMaxHandshakes    = 16
+	DefaultHandshakeTimeout = 3 * time.Second
 	DefaultWriteTimeout     = 2 * time.Minute
 )
 
@@ -57,12 +59,30 @@ type ServerOptions struct {
 	// ZeroMode is how target files clear ranges. Default PunchHoleMode.
 	ZeroMode localdisk.ZeroMode
 
-	// MaxSessions bounds the sessions served at once; more connections
-	// are closed at once. Default 64.
+	// MaxSessions bounds the authenticated sessions served at once. A
+	// client that authenticates while every one is taken is refused with
+	// ErrAgentBusy ("agent busy: N sessions in use"). A connection takes
+	// a session only once authenticated; before that it counts in
+	// MaxHandshakes. Default 64.
 	MaxSessions int
 
-	// HandshakeTimeout bounds the TLS handshake and the first message.
-	// Default 10 s.
+	// MaxHandshakes bounds the TLS handshakes under way: connections
+	// whose ClientHello has arrived and that are not yet through the
+	// hello and its checks. Connections not yet authenticated never take
+	// a session; they have a budget of their own (see preauth.go):
+	// MaxHandshakes of them in the handshake, each for at least 500 ms
+	// when others wait; and 16 times as many that have not sent a
+	// ClientHello or wait in line for a handshake, of which a new
+	// connection displaces the oldest that has not sent its ClientHello.
+	// So connections that stay idle or send their handshake slowly,
+	// however many and however fast they come back, cannot keep out a
+	// client that authenticates within a few round trips; each costs a
+	// goroutine, a socket and a few KiB while it lasts. Default 16.
+	MaxHandshakes int
+
+	// HandshakeTimeout bounds the time from accepting a connection to the
+	// end of its authentication (the TLS handshake, the hello and its
+	// checks): a connection that takes longer is closed. Default 3 s.
 	HandshakeTimeout time.Duration
 
 	// WriteTimeout bounds each write to a client that stops reading.
@@ -115,13 +135,30 @@ type Server struct {
 	o     ServerOptions
 	tls   *tls.Config
 	codec *codec
-	sem   chan struct{}
+	sem   chan struct{} // session slots, taken once authenticated
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
 	held  map[string]*holder // disks open in sessions, by name
 	book  witnessBook        // who wrote each disk, and evidence (witness.go)
 	wg    sync.WaitGroup
+
+	// The pre-authentication budget (see preauth.go): connections not
+	// yet authenticated by the conn TLS runs on, those that have not sent
+	// a ClientHello and those waiting for a handshake slot (oldest
+	// first), the slots taken, and a channel closed when one may be free.
+	pending    map[net.Conn]*pendingConn
+	fresh      list.List
+	waiting    list.List
+	handshakes int
+	hsWake     chan struct{}
+	dropped    int  // connections dropped, since the last summary line
+	quiet      int  // refusals not logged, since the last summary line
+	logged     int  // refusals logged, since the last summary line
+	summary    bool // a summary line is due
+	sumSince   time.Time
+	sumTimer   *time.Timer
+	sumWG      sync.WaitGroup
 }
 
 // holder counts a disk's sessions; done is closed when the last ends.
@@ -196,6 +233,9 @@ func NewServer(o ServerOptions) (*Server, error) {
 	if o.MaxSessions == 0 {
 		o.MaxSessions = DefaultMaxSessions
 	}
+	if o.MaxHandshakes == 0 {
+		o.MaxHandshakes = DefaultMaxHandshakes
+	}
 	if o.HandshakeTimeout == 0 {
 		o.HandshakeTimeout = DefaultHandshakeTimeout
 	}
@@ -205,7 +245,7 @@ func NewServer(o ServerOptions) (*Server, error) {
 	if o.SocketBuffer == 0 {
 		o.SocketBuffer = DefaultSocketBuffer
 	}
-	if o.MaxSessions < 0 || o.HandshakeTimeout < 0 || o.WriteTimeout < 0 || o.HashConcurrency < 0 {
+	if o.MaxSessions < 0 || o.MaxHandshakes < 0 || o.HandshakeTimeout < 0 || o.WriteTimeout < 0 || o.HashConcurrency < 0 {
 		return nil, badOptions("negative limit")
 	}
 	if o.Logf == nil {
@@ -234,8 +274,12 @@ func NewServer(o ServerOptions) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{o: o, codec: cd, sem: make(chan struct{}, o.MaxSessions), conns: map[net.Conn]struct{}{}, held: map[string]*holder{}}
+	s := &Server{o: o, codec: cd, sem: make(chan struct{}, o.MaxSessions), conns: map[net.Conn]struct{}{},
+		held: map[string]*holder{}, pending: map[net.Conn]*pendingConn{}, hsWake: make(chan struct{})}
 	s.tls = s.serverTLS()
+	s.tls.GetConfigForClient = func(hi *tls.ClientHelloInfo) (*tls.Config, error) {
+		return nil, s.handshakeSlot(hi.Context(), hi.Conn)
+	}
 	return s, nil
 }
 
@@ -264,6 +308,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		if err != nil {
 			if ctx.Err() != nil {
 				s.wg.Wait()
+				s.flushSummary()
 				return nil
 			}
 			var ne net.Error
@@ -273,28 +318,24 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			}
 			s.closeConns()
 			s.wg.Wait()
+			s.flushSummary()
 			return err
 		}
-		select {
-		case s.sem <- struct{}{}:
-		default:
-			s.o.Logf("agent: %s: refused: %d sessions already", c.RemoteAddr(), s.o.MaxSessions)
+		bc := newBatchConn(c)
+		if !s.admit(c, bc) {
 			c.Close()
 			continue
 		}
-		s.mu.Lock()
-		s.conns[c] = struct{}{}
-		s.mu.Unlock()
 		s.wg.Add(1)
 		go func() {
 			defer func() {
 				s.mu.Lock()
 				delete(s.conns, c)
+				s.forgetLocked(bc)
 				s.mu.Unlock()
-				<-s.sem
 				s.wg.Done()
 			}()
-			s.serveConn(ctx, c)
+			s.serveConn(ctx, c, bc)
 		}()
 	}
 }
@@ -364,31 +405,33 @@ func (s *Server) authorize(cs tls.ConnectionState, h hello) (path string, code u
 	return p, 0, ""
 }
 
-// serveConn runs one connection: TLS handshake, hello, authorization, and
-// the session.
-func (s *Server) serveConn(ctx context.Context, raw net.Conn) {
+// serveConn runs one connection: TLS handshake, hello, authorization (all
+// in the pre-authentication budget, within HandshakeTimeout), then, in a
+// session slot, the session.
+func (s *Server) serveConn(ctx context.Context, raw net.Conn, bc *batchConn) {
 	defer raw.Close()
 	peer := raw.RemoteAddr().String()
-	if s.o.SocketBuffer > 0 {
-		tuneSocket(raw, s.o.SocketBuffer)
-	}
 	_ = raw.SetDeadline(time.Now().Add(s.o.HandshakeTimeout))
-	bc := newBatchConn(raw)
 	tc := tls.Server(bc, s.tls)
 	if err := tc.HandshakeContext(ctx); err != nil {
-		s.o.Logf("agent: %s: refused: TLS handshake: %v", peer, err)
+		if !s.wasEvicted(bc) {
+			s.refusedf("agent: %s: refused: TLS handshake: %v", peer, err)
+		}
 		return
 	}
-	br := bufio.NewReaderSize(tc, 256<<10)
-	bw := newSender(tc, bc)
+	s.advance(bc, stageTLS)
+	// Until the welcome, writes pass straight through bc.
 	refuse := func(code uint8, why string) {
-		s.o.Logf("agent: %s: refused: %s", peer, why)
-		_, _ = bw.Write(frame(mFatal, 0, appendErr(nil, code, why)))
-		_ = bw.Flush()
+		s.refusedf("agent: %s: refused: %s", peer, why)
+		_, _ = tc.Write(frame(mFatal, 0, appendErr(nil, code, why)))
 	}
-	typ, _, p, err := readFrame(br, maxHello, func(_ uint8, n int) []byte { return make([]byte, n) })
+	// The hello is read straight from TLS, which keeps what follows it;
+	// the session's large buffer comes only after authentication.
+	typ, _, p, err := readFrame(tc, maxHello, func(_ uint8, n int) []byte { return make([]byte, n) })
 	if err != nil {
-		s.o.Logf("agent: %s: refused: reading hello: %v", peer, err)
+		if !s.wasEvicted(bc) {
+			s.refusedf("agent: %s: refused: reading hello: %v", peer, err)
+		}
 		if errors.Is(err, ErrProtocol) {
 			refuse(codeProtocol, err.Error())
 		}
@@ -408,6 +451,23 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn) {
 		refuse(code, why)
 		return
 	}
+	if !s.authenticated(bc) {
+		return // displaced meanwhile: closed
+	}
+	// Opening the disk and the welcome get a deadline of their own.
+	_ = raw.SetDeadline(time.Now().Add(s.o.HandshakeTimeout))
+	select {
+	case s.sem <- struct{}{}:
+		defer func() { <-s.sem }()
+	default:
+		refuse(codeAgentBusy, fmt.Sprintf("agent busy: %d sessions in use; try again later", s.o.MaxSessions))
+		return
+	}
+	if s.o.SocketBuffer > 0 {
+		tuneSocket(raw, s.o.SocketBuffer)
+	}
+	br := bufio.NewReaderSize(tc, 256<<10)
+	bw := newSender(tc, bc)
 	d, err := s.openDisk(ctx, h.disk, path, h.mode == modeWrite)
 	if err != nil {
 		refuse(errCode(err), fmt.Sprintf("opening disk %q: %s", h.disk, errMsg(err)))
