@@ -59,3 +59,14 @@ type Watch interface {
 	// gone): nothing is recorded, the target stays marked incomplete.
 	Abandon()
 }
+
+// Reclaimer is a Witness whose watch holds the disk against other writers
+// (a blob lease). When a journal is not trusted, the engine still passes
+// its token to Reclaim, so that this run takes over the hold its own
+// interrupted run left, instead of waiting for it to expire. Reclaim
+// trusts nothing the interrupted run wrote; a hold it cannot take over
+// (expired, broken, another's) is not an error: Watch then takes a new
+// one, or says who holds it.
+type Reclaimer interface {
+	Reclaim(ctx context.Context, token string) error
+}

@@ -69,6 +69,9 @@ type run struct {
 	// target is not one); token is its Token, saved in the journal.
 	watch Watch
 	token string
+	// reclaimToken is the token of a journal found for this run, for
+	// Reclaim when it is not trusted.
+	reclaimToken string
 	// dropped: the journal was deleted mid-run (a failed verification),
 	// so nothing more is saved. began: the pipeline started.
 	dropped, began bool
@@ -144,6 +147,15 @@ func (r *run) execute(ctx context.Context, opts *Options) (err error) {
 			return fmt.Errorf("transfer: watching the target before writing: %w", err)
 		}
 		r.token = r.watch.Token()
+		if r.store != nil && r.token != "" {
+			// The token at once, before any change: a run killed before
+			// its first checkpoint leaves a hold (a lease) that its rerun
+			// can then take over. The record claims nothing written.
+			if err := r.save(ctx, r.start); err != nil {
+				r.watch.Abandon()
+				return err
+			}
+		}
 	}
 	if err := r.work(ctx); err != nil {
 		return r.stop(ctx, err)

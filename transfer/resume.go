@@ -72,8 +72,13 @@ func (r *run) openJournal(ctx context.Context) error {
 		if !r.c.DiscardBadJournal {
 			return &JournalError{Key: r.key, Reason: why}
 		}
+		if err == nil {
+			// Decoded: its token is of this target, from a run of ours.
+			r.reclaimToken = rec.Witness
+		}
 		return r.discard(ctx, why)
 	}
+	r.reclaimToken = rec.Witness
 	// The journal is this run's. Whether it may be trusted is another
 	// matter: the evidence decides.
 	switch {
@@ -113,8 +118,15 @@ func (r *run) openJournal(ctx context.Context) error {
 	return nil
 }
 
-// discard deletes an untrusted journal; the run compares everything.
+// discard deletes an untrusted journal; the run compares everything. The
+// hold the journal's run left on the target (a lease) is taken over, when
+// the target can (Reclaimer).
 func (r *run) discard(ctx context.Context, why string) error {
+	if rc, ok := r.dst.(Reclaimer); ok && r.reclaimToken != "" {
+		if err := rc.Reclaim(ctx, r.reclaimToken); err != nil {
+			return fmt.Errorf("transfer: taking over the hold of journal %s's run on the target: %w", r.key, err)
+		}
+	}
 	if err := r.store.Delete(ctx, r.key); err != nil {
 		return fmt.Errorf("transfer: discarding journal %s (%s): %w", r.key, why, err)
 	}

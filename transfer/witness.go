@@ -11,3 +11,7 @@ type Witness = disk.Witness
 
 // Watch is a witness's part of one run; see disk.Watch.
 type Watch = disk.Watch
+
+// Reclaimer is a Witness that can take over the hold (a lease) an
+// untrusted journal's run left; see disk.Reclaimer.
+type Reclaimer = disk.Reclaimer

@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -51,6 +52,8 @@ type advTarget interface {
 	digest(t *testing.T, n int64) string
 	// perturbations this kind takes besides the common ones.
 	extra() []string
+	// note says how the last perturbation was made.
+	note() string
 	// perturb applies an extra perturbation.
 	perturb(t *testing.T, rng *rand.Rand, what string, off int64, b []byte)
 }
@@ -135,6 +138,7 @@ func (f *fileTarget) onFaultFS(t *testing.T, b []byte) (unmount func(), ok bool)
 // loopTarget is a loop device over an image file.
 type loopTarget struct {
 	dev, backing string
+	last         string // the path the last write went to
 }
 
 func (l *loopTarget) kind() string { return "loop" }
@@ -145,6 +149,7 @@ func (l *loopTarget) write(t *testing.T, rng *rand.Rand, off int64, b []byte) {
 	if rng.IntN(2) == 0 {
 		path = l.backing
 	}
+	l.last = path
 	cmd := exec.Command("dd", "of="+path, "bs=4096", "seek="+strconv.FormatInt(off/4096, 10), "conv=notrunc,fsync", "status=none")
 	cmd.Stdin = bytes.NewReader(b)
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -196,6 +201,61 @@ func agentFixture(t *testing.T) (served, url, pin, token string) {
 	return served, "agent://" + addr + "/d", pin, strings.TrimSpace(tok)
 }
 
+// advBlob is a page blob on Azurite, changed behind the run's back
+// with plain REST requests under an account SAS, as another client would.
+type advBlob struct {
+	url string
+}
+
+func (b *advBlob) kind() string { return "blob" }
+func (b *advBlob) arg() string  { return b.url }
+
+// put creates the blob anew holding data.
+func (b *advBlob) put(t *testing.T, data []byte) {
+	if st := blobRequest(t, http.MethodPut, b.url, map[string]string{"x-ms-blob-type": "PageBlob",
+		"x-ms-blob-content-length": strconv.Itoa(len(data))}, nil); st != http.StatusCreated {
+		t.Fatalf("create page blob: HTTP %d", st)
+	}
+	for off := 0; off < len(data); off += 4 << 20 {
+		end := min(off+4<<20, len(data))
+		if st := blobRequest(t, http.MethodPut, b.url+"?comp=page", map[string]string{"x-ms-page-write": "update",
+			"x-ms-range": fmt.Sprintf("bytes=%d-%d", off, end-1)}, data[off:end]); st != http.StatusCreated {
+			t.Fatalf("put page: HTTP %d", st)
+		}
+	}
+}
+
+// breakLease breaks whatever lease the blob has, at once.
+func (b *advBlob) breakLease(t *testing.T) {
+	blobRequest(t, http.MethodPut, b.url+"?comp=lease", map[string]string{"x-ms-lease-action": "break", "x-ms-lease-break-period": "0"}, nil)
+}
+
+func (b *advBlob) write(t *testing.T, rng *rand.Rand, off int64, data []byte) {
+	b.breakLease(t)
+	if st := blobRequest(t, http.MethodPut, b.url+"?comp=page", map[string]string{"x-ms-page-write": "update",
+		"x-ms-range": fmt.Sprintf("bytes=%d-%d", off, off+int64(len(data))-1)}, data); st != http.StatusCreated {
+		t.Fatalf("put page after breaking the lease: HTTP %d", st)
+	}
+}
+
+func (b *advBlob) recreate(t *testing.T, data []byte) {
+	b.breakLease(t)
+	if st := blobRequest(t, http.MethodDelete, b.url, map[string]string{"x-ms-delete-snapshots": "include"}, nil); st != http.StatusAccepted {
+		t.Fatalf("delete blob: HTTP %d", st)
+	}
+	b.put(t, data)
+}
+
+func (b *advBlob) digest(t *testing.T, n int64) string {
+	got, st := blobGet(t, b.url)
+	if st != http.StatusOK {
+		t.Fatalf("download: HTTP %d", st)
+	}
+	return sha(got[:min(int64(len(got)), n)])
+}
+func (b *advBlob) extra() []string                                       { return nil }
+func (b *advBlob) perturb(*testing.T, *rand.Rand, string, int64, []byte) {}
+
 // advTally counts the rounds of one kind and perturbation.
 type advTally struct {
 	rounds, bad, refused, notInterrupted int
@@ -241,6 +301,18 @@ func TestAdversary(t *testing.T) {
 		}
 	} else {
 		t.Log("not root: no loop-device rounds")
+	}
+	if testing.Short() {
+		t.Log("-short: no page-blob rounds")
+	} else {
+		az := startAzurite(t)
+		n := 0
+		kinds = append(kinds, func(t *testing.T, b []byte) (advTarget, func()) {
+			n++
+			bt := &advBlob{url: az.BlobURL(blobContainer, fmt.Sprintf("adv-%d.img", n))}
+			bt.put(t, b)
+			return bt, func() {}
+		})
 	}
 	served, aurl, apin, atok := agentFixture(t)
 	kinds = append(kinds, func(t *testing.T, b []byte) (advTarget, func()) {
@@ -433,7 +505,8 @@ func adversaryRound(t *testing.T, rng *rand.Rand, mk func(*testing.T, []byte) (a
 	}
 	if got := tgt.digest(t, advSize); got != srcDigest {
 		c.bad++
-		t.Errorf("%s: exit 0 and the target differs from the source (resumed %v from %d; stderr %s)", key, r.Resumed, r.ResumedFrom, o.stderr)
+		t.Errorf("%s: exit 0 and the target differs from the source (interrupted by %v at watermark %d, perturbed at %d%s; resumed %v from %d, reason %q; stderr %s)",
+			key, sig, w, off, tgt.note(), r.Resumed, r.ResumedFrom, r.JournalDiscardedReason, o.stderr)
 	}
 	// Cheap: what the issue asks, at most the size less the watermark
 	// plus one journal interval (trivially so when the run was killed
