@@ -520,3 +520,7 @@ func adversaryRound(t *testing.T, rng *rand.Rand, mk func(*testing.T, []byte) (a
 		t.Logf("%s: interrupted by %v at watermark %d, not resumed: %q", key, sig, w, r.JournalDiscardedReason)
 	}
 }
+
+func (l *loopTarget) note() string { return ", through " + l.last }
+func (f *fileTarget) note() string { return "" }
+func (b *advBlob) note() string    { return "" }
