@@ -151,7 +151,7 @@ func (b *Blob) leaseHeld(ctx context.Context, cause error) error {
 		how = "it is being broken and ends with its break period"
 	}
 	e := &Error{Op: "lease", URL: Redact(b.loc.String()),
-		Err: fmt.Errorf("%w (lease state %s, duration %s: %s)", ErrLeaseHeld, state, dur, how)}
+		Err: fmt.Errorf("%w (lease state %s, duration %s: %s%s)", ErrLeaseHeld, state, dur, how, b.liveHolder())}
 	var re *azcore.ResponseError
 	if errors.As(cause, &re) {
 		e.Status, e.Code = re.StatusCode, re.ErrorCode
@@ -196,13 +196,15 @@ func (b *Blob) releaseLease(ctx context.Context) error {
 	l.stop()
 	<-l.done
 	if l.lost.Load() {
+		b.forgetLease(l.id)
 		return nil
 	}
 	_, err := b.leaseRequest(ctx, map[string]string{"x-ms-lease-action": "release", "x-ms-lease-id": l.id}, http.StatusOK)
-	if err != nil && classify(err) == ErrLeaseLost {
-		return nil
+	if err != nil && classify(err) != ErrLeaseLost {
+		return b.wrap("lease", 0, 0, err) // still recorded: a later run may take it over
 	}
-	return b.wrap("lease", 0, 0, err)
+	b.forgetLease(l.id)
+	return nil
 }
 
 // setSequenceNumber sets the run's sequence number: Options.SequenceNumber,

@@ -25,6 +25,14 @@ const testContainer = "deltasync-test"
 // Without Node.js and npm the tests fail, loudly: CI must not pass
 // without having run them.
 func TestMain(m *testing.M) {
+	// Targets record their leases under the state directory
+	// (leasefile.go): a private one, not the user's.
+	state, err := os.MkdirTemp("", "pageblob-test-state-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Setenv("XDG_STATE_HOME", state)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	s, err := azurite.Start(ctx, azurite.Options{})
 	if err == nil {
@@ -41,6 +49,7 @@ func TestMain(m *testing.M) {
 	az = s
 	code := m.Run()
 	s.Stop()
+	os.RemoveAll(state)
 	os.Exit(code)
 }
 

@@ -65,6 +65,14 @@ type Options struct {
 	// (never renewed; a crashed run leaves the blob leased until someone
 	// breaks the lease). Default 60 s, renewed every 20 s.
 	LeaseDuration time.Duration
+	// StateDir is where a target records the lease it holds (in a
+	// subdirectory leases, mode 0700; a file per blob, mode 0600, removed
+	// when the lease is released), so that a later run on this machine
+	// takes over the lease of a run that died before it could release it
+	// and before its journal named it, instead of failing with
+	// ErrLeaseHeld until the lease expires. Default: $XDG_STATE_HOME/
+	// deltasync, or ~/.local/state/deltasync. Keep it with the journals.
+	StateDir string
 	// BreakLease lets a target break a lease that another holder has on
 	// the blob (break period 0) and take its own, instead of failing with
 	// ErrLeaseHeld. The holder's writes fail from then on. This is for a

@@ -134,11 +134,17 @@ func (b *Blob) holdLocked(ctx context.Context) error {
 		return b.wrap("lease", 0, 0, ErrClosed)
 	}
 	if b.lease.Load() == nil {
-		l, err := b.acquireLease(ctx, newLeaseID(), b.cl.opts.LeaseDuration, "")
-		if err != nil {
-			return err
+		// A dead run's lease, recorded on this machine (leasefile.go),
+		// is taken over; any other is acquired.
+		l := b.takeOverLease(ctx)
+		if l == nil {
+			var err error
+			if l, err = b.acquireLease(ctx, newLeaseID(), b.cl.opts.LeaseDuration, ""); err != nil {
+				return err
+			}
 		}
 		b.lease.Store(l)
+		b.recordLease(l)
 	}
 	props, err := b.pb.GetProperties(ctx, nil)
 	if err != nil {
@@ -307,6 +313,9 @@ func (b *Blob) Check(ctx context.Context, token, evidence string) (string, error
 	if b.lease.Load() != nil {
 		return "this target already took a lease of its own", nil
 	}
+	if r, alive, ok := b.recordedLease(); ok && alive && r.Lease == tok.Lease {
+		return "", b.refuse("lease", 0, 0, ErrLeaseHeld, "a run of deltasync on this machine (process %d) holds the lease and is writing the blob", r.Pid)
+	}
 	var l *lease
 	var err error
 	if evidence == "" {
@@ -333,6 +342,7 @@ func (b *Blob) Check(ctx context.Context, token, evidence string) (string, error
 		}
 	}
 	b.lease.Store(l)
+	b.recordLease(l)
 	props, err := b.pb.GetProperties(ctx, nil)
 	if err != nil {
 		return "", b.wrap("properties", 0, 0, err)

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -747,5 +749,98 @@ func TestManagedDiskFooterLast(t *testing.T) {
 	upload(t, true)
 	if err := footer(); err == nil {
 		t.Fatal("an interrupted re-upload kept the old valid footer")
+	}
+}
+
+// rewriteLeaseRecord makes the lease record of blob name say that
+// process pid (started at start) holds it.
+func rewriteLeaseRecord(t *testing.T, b *Blob, pid int, start string) {
+	t.Helper()
+	path := b.leaseFile()
+	r, ok := readLeaseRecord(path)
+	if !ok {
+		t.Fatalf("no lease record at %s", path)
+	}
+	r.Pid, r.Start = pid, start
+	data, _ := json.Marshal(r)
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A run killed before any journal named its lease (so no Check): the
+// next run on this machine takes over the lease the dead run recorded,
+// instead of failing for up to a minute with ErrLeaseHeld, and fences
+// the dead run's writes with its own sequence number. A recorded holder
+// that still runs is not robbed: the error names its process.
+func TestLeaseTakenOverFromDeadRun(t *testing.T) {
+	ctx := context.Background()
+	o, _ := testOptions(t)
+	o.CreateSize = 1 << 20
+	name := blobName(t)
+	a, err := OpenTarget(ctx, az.BlobURL(testContainer, name), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wa, err := a.Watch(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := parseToken(t, wa.Token())
+	killTarget(a)
+	if fi, err := os.Stat(a.leaseFile()); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("lease record: %v %v", fi, err)
+	}
+
+	// The recorded holder runs: another run of this tool.
+	live := exec.Command("sleep", "60")
+	if err := live.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer live.Process.Kill()
+	rewriteLeaseRecord(t, a, live.Process.Pid, processStart(live.Process.Pid))
+	b := openAgain(t, name, nil)
+	_, err = b.Watch(ctx, false)
+	if !errors.Is(err, ErrLeaseHeld) || !strings.Contains(err.Error(), fmt.Sprintf("process %d", live.Process.Pid)) {
+		t.Fatalf("Watch while the recorded holder runs: %v, want ErrLeaseHeld naming it", err)
+	}
+	_, cerr := b.Check(ctx, wa.Token(), "")
+	if !errors.Is(cerr, ErrLeaseHeld) {
+		t.Fatalf("Check of a lease a live run of this machine holds: %v, want ErrLeaseHeld", cerr)
+	}
+	for _, e := range []error{err, cerr} {
+		if strings.Contains(e.Error(), old.Lease) {
+			t.Fatalf("the error shows the lease id: %v", e)
+		}
+	}
+
+	// The recorded holder is gone.
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	rewriteLeaseRecord(t, a, dead.Process.Pid, "1")
+	c := openAgain(t, name, nil)
+	wc, err := c.Watch(ctx, false)
+	if err != nil {
+		t.Fatalf("Watch after the recorded holder died: %v", err)
+	}
+	now := parseToken(t, wc.Token())
+	if now.Lease != old.Lease || now.Seq == old.Seq {
+		t.Fatalf("took over: same lease %v, sequence number %d (the dead run's %d)", now.Lease == old.Lease, now.Seq, old.Seq)
+	}
+	if _, err := c.WriteAt(randBytes(512), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.pb.UploadPages(ctx, streaming.NopCloser(bytes.NewReader(make([]byte, 512))), blob.HTTPRange{Offset: 512, Count: 512},
+		&pageblob.UploadPagesOptions{SequenceNumberAccessConditions: &pageblob.SequenceNumberAccessConditions{IfSequenceNumberEqualTo: to.Ptr(old.Seq)},
+			AccessConditions: &blob.AccessConditions{LeaseAccessConditions: &blob.LeaseAccessConditions{LeaseID: to.Ptr(old.Lease)}}}); !bloberror.HasCode(err, bloberror.SequenceNumberConditionNotMet) {
+		t.Fatalf("a write of the dead run: %v, want SequenceNumberConditionNotMet", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(a.leaseFile()); !os.IsNotExist(err) {
+		t.Fatalf("the lease record outlived its release: %v", err)
 	}
 }

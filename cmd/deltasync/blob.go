@@ -134,7 +134,9 @@ func openBlobTarget(arg string, rf *runFlags, create bool) (disk, error) {
 		return nil, fmt.Errorf("the source is %d bytes, not a multiple of 512: a page blob holds whole 512-byte pages; "+
 			"pad the image to %d bytes (truncate -s %d FILE) and run again", n, roundUp512(n), roundUp512(n))
 	}
-	o := &pageblob.Options{VHD: bf.vhd, KeepPrior: bf.keepPrior, BreakLease: bf.breakLease}
+	// The lease is recorded with the journals, so that a rerun after a
+	// SIGKILL takes it over even before a journal named it.
+	o := &pageblob.Options{VHD: bf.vhd, KeepPrior: bf.keepPrior, BreakLease: bf.breakLease, StateDir: rf.journalDir}
 	if create && loc.Kind != pageblob.ManagedDisk {
 		if bf.srcSize == 0 {
 			return nil, errors.New("the source is empty: there is nothing to seed a page blob with")

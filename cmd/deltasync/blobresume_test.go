@@ -242,3 +242,62 @@ func TestBlobBreakLease(t *testing.T) {
 	blobRun(t, "sync", "--json", "-journal-dir", jdir, "-break-lease", path, u)
 	blobIs(t, "after -break-lease", u, img)
 }
+
+// TestBlobKillBeforeJournal: a run killed after it took its lease but
+// before any journal named it (the first save comes after 2 s or
+// -journal-bytes) leaves the lease active for up to a minute; the rerun
+// takes it over from the lease record beside the journals instead of
+// failing with "leased by another writer", and ends equal to the source.
+func TestBlobKillBeforeJournal(t *testing.T) {
+	s := startAzurite(t)
+	dir := t.TempDir()
+	jdir := filepath.Join(dir, "journals")
+	r := rand.New(rand.NewPCG(5, 6))
+	const size = 8 << 20
+	img, _ := blobImage(r, size)
+	path := filepath.Join(dir, "disk.img")
+	if err := os.WriteFile(path, img, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	u := s.BlobURL(blobContainer, "early.img")
+	blobRun(t, "seed", "--json", "-journal-dir", jdir, path, u)
+	for i := range img {
+		img[i] ^= 0x5A
+	}
+	if err := os.WriteFile(path, img, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "sync", "--json", "-journal-dir", jdir, "-bwlimit", "1M", path, u)
+	cmd.Env = append(os.Environ(), "XDG_STATE_HOME="+t.TempDir())
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if m, _ := filepath.Glob(filepath.Join(jdir, "leases", "lease-*.json")); len(m) == 1 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	if err := cmd.Wait(); err == nil {
+		t.Fatalf("the run ended before it could be killed\n%s", out.String())
+	}
+	if js := journals(t, jdir); len(js) != 0 {
+		t.Fatalf("the run was killed too late: journals %v", js)
+	}
+	so, se, code := blobCLI(t, "sync", "--json", "-journal-dir", jdir, path, u)
+	if code != 0 {
+		t.Fatalf("rerun after a kill before the first journal save: exit %d\n%s", code, se)
+	}
+	var res result
+	if err := json.Unmarshal([]byte(so), &res); err != nil || res.BytesCompared != size {
+		t.Fatalf("rerun: %q (%v)", so, err)
+	}
+	blobIs(t, "after the rerun", u, img)
+	if m, _ := filepath.Glob(filepath.Join(jdir, "leases", "lease-*.json")); len(m) != 0 {
+		t.Errorf("lease records left after a run released its lease: %v", m)
+	}
+}
