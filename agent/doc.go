@@ -86,6 +86,15 @@
 // out. An authenticated client that finds every session taken is told
 // so: ErrAgentBusy, "agent busy: N sessions in use".
 //
+// What the agent holds of its clients' messages is bounded across all
+// sessions by ServerOptions.FrameMemory (256 MiB by default): a message
+// of more than 4 KiB waits for its share before its payload is read, and
+// a session whose client stalls in the middle of one is ended after
+// FrameTimeout. So the agent's memory for its clients' messages stays
+// within FrameMemory and about 1.1 MiB a session (326 MiB with 64
+// sessions), whatever its authenticated clients send; see FrameMemory
+// for what is not counted.
+//
 // # Durability and journals
 //
 // WriteAt returns once the write is queued (see Disk.WriteAt); Applied

@@ -89,6 +89,34 @@ type ServerOptions struct {
 	// Default 2 min.
 	WriteTimeout time.Duration
 
+	// FrameMemory bounds the bytes of client messages the agent holds at
+	// once, across all its sessions: messages being received, queued for
+	// the disk or being applied, and the decompressed copy of each
+	// compressed write. A message of more than 4 KiB takes its share
+	// (the size of its buffer, from 64 KiB to 8 MiB) once its header has
+	// arrived and before its payload is read; while the budget is spent,
+	// a session waits, first come first served, its client's next bytes
+	// waiting in the network. Messages of at most 4 KiB are not counted:
+	// a session holds at most 14 of them (112 KiB with their
+	// decompressed copies). With each session's own buffers (about 1 MiB:
+	// reading, writing, batching, TLS's records), the agent holds at most
+	// FrameMemory + MaxSessions × 1.1 MiB for its clients' messages:
+	// 256 + 70 MiB by default, whatever its authenticated clients send.
+	// Not counted: what the agent sends (read replies and hashes queued
+	// for a client that does not read, until WriteTimeout) and the hints
+	// of hash requests (at most 1 MiB a stream, 4 streams a session).
+	// Default 256 MiB; at least MinFrameMemory (12 MiB).
+	FrameMemory int64
+
+	// FrameTimeout bounds how long the payload of a message counted in
+	// FrameMemory may take to arrive once its header has (waiting for
+	// FrameMemory included; but the payload has at least 1 s once its
+	// share is granted): a session whose client stalls in the middle of
+	// one is ended, and what it held released. So clients that stall,
+	// however many, hold up others' large messages by about FrameTimeout
+	// at most. 4 MiB in 2 min is 280 kbit/s. Default 2 min.
+	FrameTimeout time.Duration
+
 	// HashConcurrency is blockdiff's Concurrency for hashing a disk.
 	// Default blockdiff's (max(4, GOMAXPROCS)).
 	HashConcurrency int
@@ -136,6 +164,8 @@ type Server struct {
 	tls   *tls.Config
 	codec *codec
 	sem   chan struct{} // session slots, taken once authenticated
+	// frames is FrameMemory, shared by the sessions (framemem.go).
+	frames *frameBudget
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
@@ -242,11 +272,20 @@ func NewServer(o ServerOptions) (*Server, error) {
 	if o.WriteTimeout == 0 {
 		o.WriteTimeout = DefaultWriteTimeout
 	}
+	if o.FrameMemory == 0 {
+		o.FrameMemory = DefaultFrameMemory
+	}
+	if o.FrameTimeout == 0 {
+		o.FrameTimeout = DefaultFrameTimeout
+	}
 	if o.SocketBuffer == 0 {
 		o.SocketBuffer = DefaultSocketBuffer
 	}
-	if o.MaxSessions < 0 || o.MaxHandshakes < 0 || o.HandshakeTimeout < 0 || o.WriteTimeout < 0 || o.HashConcurrency < 0 {
+	if o.MaxSessions < 0 || o.MaxHandshakes < 0 || o.HandshakeTimeout < 0 || o.WriteTimeout < 0 || o.HashConcurrency < 0 || o.FrameTimeout < 0 {
 		return nil, badOptions("negative limit")
+	}
+	if o.FrameMemory < MinFrameMemory {
+		return nil, badOptions("FrameMemory %d: at least %d, the most one message holds", o.FrameMemory, MinFrameMemory)
 	}
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
@@ -275,7 +314,8 @@ func NewServer(o ServerOptions) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{o: o, codec: cd, sem: make(chan struct{}, o.MaxSessions), conns: map[net.Conn]struct{}{},
-		held: map[string]*holder{}, pending: map[net.Conn]*pendingConn{}, hsWake: make(chan struct{})}
+		held: map[string]*holder{}, pending: map[net.Conn]*pendingConn{}, hsWake: make(chan struct{}),
+		frames: newFrameBudget(o.FrameMemory)}
 	s.tls = s.serverTLS()
 	s.tls.GetConfigForClient = func(hi *tls.ClientHelloInfo) (*tls.Config, error) {
 		return nil, s.handshakeSlot(hi.Context(), hi.Conn)
@@ -503,6 +543,7 @@ func (s *Server) serveConn(ctx context.Context, raw net.Conn, bc *batchConn) {
 	}
 	s.o.Logf("agent: %s: session on disk %q as %s", peer, h.disk, mode)
 	ss := newSession(s, d, h.mode == modeWrite)
+	ss.setRD = func(t time.Time) { _ = raw.SetReadDeadline(t) }
 	err = ss.run(ctx, br, bw, func(t time.Time) { _ = raw.SetWriteDeadline(t) }, func() { raw.Close() })
 	if err != nil {
 		s.o.Logf("agent: %s: session on disk %q ended: %v", peer, h.disk, err)

@@ -14,8 +14,8 @@ import (
 )
 
 const (
-	// opQueue is how many ordered messages wait for the applier; with
-	// MaxPayload each, it bounds a session's memory.
+	// opQueue is how many ordered messages wait for the applier. The
+	// memory they hold counts in the agent's FrameMemory.
 	opQueue = 4
 	// maxStreams bounds a session's concurrent hash streams.
 	maxStreams = 4
@@ -41,6 +41,7 @@ type op struct {
 	compressed bool   // write data is compressed
 	data       []byte // write data (raw or compressed)
 	p          []byte // the payload buffer, returned to the pool after use
+	cost       int64  // what p (and its decompressed copy) holds of FrameMemory
 }
 
 // session is one client's session on one disk.
@@ -73,6 +74,7 @@ type session struct {
 	scancel  context.CancelFunc
 	pool     *bufPool
 	readDone chan struct{}
+	setRD    func(time.Time) // sets the connection's read deadline
 }
 
 func newSession(s *Server, d serverDisk, write bool) *session {
@@ -86,6 +88,7 @@ func newSession(s *Server, d serverDisk, write bool) *session {
 		reqs:     make(chan struct{}, maxReqs),
 		pool:     newBufPool(),
 		readDone: make(chan struct{}),
+		setRD:    func(time.Time) {},
 	}
 }
 
@@ -219,27 +222,37 @@ func (ss *session) writer(w frameWriter, setWD func(time.Time)) (err error) {
 
 // reader reads the client's messages: ordered ones go to the applier,
 // credits and cancellations act at once, a source session's requests run
-// concurrently. It returns nil on bye.
+// concurrently. It returns nil on bye. Each payload is held in
+// FrameMemory until it is done with (see readPayload).
 func (ss *session) reader(ctx context.Context, r io.Reader) error {
+	var hdr [headerSize]byte
 	for {
-		typ, id, p, err := readFrame(r, MaxPayload, func(_ uint8, n int) []byte { return ss.pool.get(n) })
+		typ, n, id, err := readHeader(r, &hdr)
 		if err != nil {
 			if err == io.EOF {
 				return ErrDisconnected
 			}
 			return err
 		}
+		if n > MaxPayload {
+			return protoErr("frame of type %d has %d bytes, more than %d", typ, n, MaxPayload)
+		}
+		p, cost, err := ss.readPayload(ctx, r, typ, n, time.Now())
+		if err != nil {
+			return err
+		}
 		switch typ {
 		case mBye:
-			ss.pool.put(p)
+			ss.free(p, cost)
 			return nil
 		case mCredit:
 			d := dec{b: p}
 			n := d.u32("credit")
-			if err := d.end("credit"); err != nil {
+			err := d.end("credit")
+			ss.free(p, cost)
+			if err != nil {
 				return err
 			}
-			ss.pool.put(p)
 			if st := ss.stream(id); st != nil {
 				if err := st.grant(int64(n)); err != nil {
 					return err
@@ -247,7 +260,7 @@ func (ss *session) reader(ctx context.Context, r io.Reader) error {
 			}
 			continue
 		case mCancel:
-			ss.pool.put(p)
+			ss.free(p, cost)
 			if st := ss.stream(id); st != nil {
 				st.cancel()
 			}
@@ -255,13 +268,15 @@ func (ss *session) reader(ctx context.Context, r io.Reader) error {
 		}
 		o, err := parseOp(typ, id, p)
 		if err != nil {
+			ss.free(p, cost)
 			return err
 		}
+		o.cost = cost
 		if !ss.write && typ != mWrite && typ != mZero && typ != mFlush && typ != mResize {
 			// A source session: requests run concurrently.
 			if typ == mHash {
 				err := ss.startHash(o)
-				ss.pool.put(p)
+				ss.done(o)
 				if err != nil {
 					return err
 				}
@@ -270,6 +285,7 @@ func (ss *session) reader(ctx context.Context, r io.Reader) error {
 			select {
 			case ss.reqs <- struct{}{}:
 			case <-ctx.Done():
+				ss.done(o)
 				return ctx.Err()
 			}
 			ss.workers.Add(1)
@@ -279,13 +295,14 @@ func (ss *session) reader(ctx context.Context, r io.Reader) error {
 					ss.workers.Done()
 				}()
 				ss.request(ss.sctx, o)
-				ss.pool.put(o.p)
+				ss.done(o)
 			}()
 			continue
 		}
 		select {
 		case ss.ops <- o:
 		case <-ctx.Done():
+			ss.done(o)
 			return ctx.Err()
 		}
 	}
@@ -386,7 +403,7 @@ func (ss *session) applier(ctx context.Context) {
 		default:
 			ss.request(ctx, o)
 		}
-		ss.pool.put(o.p)
+		ss.done(o)
 	}
 }
 
@@ -771,12 +788,13 @@ func (ss *session) hash(ctx context.Context, st *serverStream, req hashReq) erro
 	return err
 }
 
-// bufPool keeps payload buffers in a few size classes.
+// bufPool keeps payload buffers in a few size classes; a write of
+// MaxWrite (raw or decompressed) fits the fourth.
 type bufPool struct {
-	classes [4]sync.Pool
+	classes [len(poolSizes)]sync.Pool
 }
 
-var poolSizes = [4]int{4 << 10, 64 << 10, 1 << 20, MaxPayload}
+var poolSizes = [...]int{smallFrame, 64 << 10, 1 << 20, MaxWrite + writePrefix, MaxPayload}
 
 func newBufPool() *bufPool { return &bufPool{} }
 
