@@ -145,7 +145,7 @@ func cmdAgent(ctx context.Context, args []string) error {
 		}
 	}
 	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(os.Stderr, agentUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(fs.Output(), agentUsage); fs.PrintDefaults() }
 	disks := diskList{}
 	listen := fs.String("listen", "", "address to listen on, HOST:PORT (port 0: any; the address is printed)")
 	fs.Var(disks, "disk", "NAME=PATH of a file or block device to serve (repeat for more)")
@@ -156,16 +156,16 @@ func cmdAgent(ctx context.Context, args []string) error {
 	allowLive := fs.Bool("allow-live", false, "serve source sessions of disks that are mounted or being written (crash-inconsistent)")
 	zeroMode := fs.String("zero-mode", "punch", "how file targets clear zero ranges: punch, zero-range, write")
 	quiet := fs.Bool("quiet", false, "log nothing but errors")
-	hashConc := fs.Int("hash-concurrency", 0, "workers hashing a disk for a client (default max(4, CPUs))")
-	if err := fs.Parse(args); err != nil {
+	hashConc := fs.Int("hash-concurrency", 0, "workers hashing a disk for a client (0: the default, max(4, CPUs))")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
-	if *listen == "" || len(disks) == 0 || *certFile == "" || *keyFile == "" || fs.NArg() != 0 {
-		fs.Usage()
-		return errors.New("agent wants -listen, at least one -disk, -cert and -key")
+	if *listen == "" || len(disks) == 0 || *certFile == "" || *keyFile == "" || len(pos) != 0 {
+		return usagef("agent", "want -listen, at least one -disk, -cert and -key, and no arguments")
 	}
 	if *tokenFile == "" && *clientCA == "" {
-		return errors.New("agent wants -token-file, -client-ca or both: it never serves unauthenticated clients")
+		return usagef("agent", "want -token-file, -client-ca or both: an agent never serves unauthenticated clients")
 	}
 	cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
 	if err != nil {
@@ -184,7 +184,7 @@ func cmdAgent(ctx context.Context, args []string) error {
 	}
 	o := agent.ServerOptions{Disks: disks, Certificate: cert, AllowLive: *allowLive, HashConcurrency: *hashConc}
 	var rf runFlags
-	rf.zeroMode = *zeroMode
+	rf.zeroMode, rf.cmd = *zeroMode, "agent"
 	if o.ZeroMode, err = rf.zero(); err != nil {
 		return err
 	}
@@ -245,12 +245,17 @@ func cmdAgentCert(args []string) error {
 	hosts := fs.String("hosts", "", "host names and IP addresses the certificate is for, comma-separated")
 	certFile := fs.String("cert", "", "certificate file to write (PEM)")
 	keyFile := fs.String("key", "", "key file to write (PEM, mode 0600)")
-	if err := fs.Parse(args); err != nil {
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: deltasync agent cert -hosts HOST[,HOST...] -cert FILE -key FILE\n"+
+			"write a self-signed certificate and its key; print its pin (-agent-pin for clients)")
+		fs.PrintDefaults()
+	}
+	pos, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
-	if *hosts == "" || *certFile == "" || *keyFile == "" || fs.NArg() != 0 {
-		fs.Usage()
-		return errors.New("agent cert wants -hosts, -cert and -key")
+	if *hosts == "" || *certFile == "" || *keyFile == "" || len(pos) != 0 {
+		return usagef("agent cert", "want -hosts, -cert and -key, and no arguments")
 	}
 	certPEM, keyPEM, err := agent.SelfSigned(strings.Split(*hosts, ","))
 	if err != nil {
@@ -276,12 +281,20 @@ func cmdAgentToken(args []string) error {
 	disks := fs.String("disks", "", "disk names the token opens, comma-separated, or * for all")
 	ttl := fs.Duration("ttl", 0, "how long the token is valid (0: no expiry)")
 	tokenFile := fs.String("token-file", "", "append the token's line to this file (created with mode 0600); default: print it on stderr")
-	if err := fs.Parse(args); err != nil {
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: deltasync agent token -disks NAME[,NAME...|*] [-ttl DURATION] [-token-file FILE]\n"+
+			"print a new token on stdout; append its hash, disks and expiry to the token file")
+		fs.PrintDefaults()
+	}
+	pos, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
-	if *disks == "" || fs.NArg() != 0 || *ttl < 0 {
-		fs.Usage()
-		return errors.New("agent token wants -disks")
+	if *disks == "" || len(pos) != 0 {
+		return usagef("agent token", "want -disks, and no arguments")
+	}
+	if *ttl < 0 {
+		return usagef("agent token", "-ttl %v: want a positive duration, or 0 for no expiry", *ttl)
 	}
 	tok, err := agent.NewToken()
 	if err != nil {

@@ -45,21 +45,43 @@ type result struct {
 	SourceCredential string `json:"source_credential,omitempty"`
 	TargetCredential string `json:"target_credential,omitempty"`
 	CopyFallback     string `json:"copy_fallback,omitempty"`
+	// Error is what ended a run that failed (failure.go); the figures
+	// above are then those of the work done until it stopped.
+	Error *jsonError `json:"error,omitempty"`
 }
 
 func cmdCopy(ctx context.Context, name string, args []string) error {
 	var rf runFlags
 	fs := newFlagSet(name, &rf)
-	if err := fs.Parse(args); err != nil {
+	pos, err := parseArgs(fs, args)
+	if err == nil && len(pos) != 2 {
+		err = usagef(name, "want SRC and DST, got %d arguments", len(pos))
+	}
+	if err != nil {
+		if rf.json && !errors.Is(err, errHelp) {
+			printJSON(name, "", "", transfer.Stats{}, &rf.blob, failure(err, "", ""))
+		}
 		return err
 	}
-	if fs.NArg() != 2 {
-		fs.Usage()
-		return fmt.Errorf("%s wants SRC and DST", name)
-	}
-	srcArg, dstArg := fs.Arg(0), fs.Arg(1)
-	st, err := copyDisks(ctx, name, srcArg, dstArg, &rf)
+	srcArg, dstArg := pos[0], pos[1]
+	rw := &runWatch{w: os.Stderr, quiet: rf.quiet, lo: int64(rf.offset), journal: rf.journalPath}
+	st, err := copyDisks(ctx, name, srcArg, dstArg, &rf, rw)
 	if err != nil {
+		err = explain(err, &rf)
+		// How far it went: what its journal calls done, from where a
+		// rerun resumes.
+		at, total := rw.position()
+		then := "rerun the same command to resume"
+		switch {
+		case st.Journaled && st.JournalWatermark >= rw.lo:
+			at = st.JournalWatermark - rw.lo
+		case rf.noJournal:
+			then = "no journal was kept (-no-journal): a rerun starts over"
+		}
+		err = interrupted(err, at, total, then)
+		if rf.json {
+			printJSON(name, srcArg, dstArg, st, &rf.blob, failure(err, srcArg, dstArg))
+		}
 		return err
 	}
 	if !rf.quiet {
@@ -68,13 +90,14 @@ func cmdCopy(ctx context.Context, name string, args []string) error {
 		fmt.Fprintln(os.Stderr, summary(name, st)+rf.blob.credentialNote())
 	}
 	if rf.json {
-		return printJSON(name, srcArg, dstArg, st, &rf.blob)
+		return printJSON(name, srcArg, dstArg, st, &rf.blob, nil)
 	}
 	return nil
 }
 
-// copyDisks opens both disks and runs Seed or Sync between them.
-func copyDisks(ctx context.Context, name, srcArg, dstArg string, rf *runFlags) (transfer.Stats, error) {
+// copyDisks opens both disks and runs Seed or Sync between them; rw
+// follows the run's progress.
+func copyDisks(ctx context.Context, name, srcArg, dstArg string, rf *runFlags, rw *runWatch) (transfer.Stats, error) {
 	o, err := rf.options()
 	if err != nil {
 		return transfer.Stats{}, err
@@ -84,17 +107,21 @@ func copyDisks(ctx context.Context, name, srcArg, dstArg string, rf *runFlags) (
 	}
 	src, srcCloser, err := openSource(srcArg, rf)
 	if err != nil {
-		return transfer.Stats{}, fmt.Errorf("source: %w", err)
+		return transfer.Stats{}, sided("source", err)
 	}
 	defer srcCloser.Close()
 	rf.blob.srcSize = src.Size()
+	rw.size = max(0, src.Size()-o.Offset)
+	if o.Length > 0 {
+		rw.size = min(rw.size, o.Length)
+	}
 	// seed creates a missing file target; sync wants one that exists.
 	dst, err := openTarget(dstArg, rf, name == "seed")
 	if err != nil {
 		if name == "sync" && errors.Is(err, fs.ErrNotExist) {
-			return transfer.Stats{}, fmt.Errorf("target: %w (use 'deltasync seed' for a new target)", err)
+			return transfer.Stats{}, sided("target", fmt.Errorf("%w (use 'deltasync seed' for a new target)", err))
 		}
-		return transfer.Stats{}, fmt.Errorf("target: %w", err)
+		return transfer.Stats{}, sided("target", err)
 	}
 	if err := checkSides(src, dst); err != nil {
 		dst.Close()
@@ -103,16 +130,16 @@ func copyDisks(ctx context.Context, name, srcArg, dstArg string, rf *runFlags) (
 	// A block device's pages are dropped behind the comparison so a sync
 	// does not evict the host's working set (-keep-cache keeps them).
 	o.DropBehind = !rf.keepCache && (isBlockDevice(src) || isBlockDevice(dst))
-	if isTerminal(os.Stderr) && !rf.json {
-		bar := newProgressBar(os.Stderr)
-		defer bar.done()
-		o.Progress = bar
+	if isTerminal(os.Stderr) && !rf.json && !rf.quiet {
+		rw.bar = newProgressBar(os.Stderr, int64(rf.bwlimit))
 	}
+	o.Progress = rw
 	run := transfer.Sync
 	if name == "seed" {
 		run = transfer.Seed
 	}
 	st, err := run(ctx, src, dst, &o)
+	rw.finish(st, err)
 	if err == nil {
 		err = finishTarget(ctx, dst)
 	}
@@ -146,8 +173,11 @@ func sameDisk(src, dst string) bool {
 		b.Mode()&fs.ModeDevice != 0 && b.Mode()&fs.ModeCharDevice == 0 && sa.Rdev == sb.Rdev
 }
 
-func printJSON(name, src, dst string, st transfer.Stats, bf *blobFlags) error {
+// printJSON prints the --json object of a run: its figures (partial
+// when the run failed) and, when it failed, fail.
+func printJSON(name, src, dst string, st transfer.Stats, bf *blobFlags, fail *jsonError) error {
 	return json.NewEncoder(os.Stdout).Encode(result{
+		Error:   fail,
 		Command: name, Source: shown(src), Target: shown(dst),
 		BytesCompared: st.Compared, BytesEqual: st.Equal, BytesWritten: st.Written, BytesZeroed: st.Zeroed,
 		Extents: st.Extents, SourceRead: st.SourceRead, TargetRead: st.TargetRead,
@@ -168,6 +198,9 @@ func summary(name string, st transfer.Stats) string {
 	}
 	if st.JournalDiscarded {
 		s += "; journal not trusted (" + st.JournalDiscardedReason + "), compared everything"
+	}
+	if name == "seed" && !st.ProvenEmpty {
+		s += "; the target was not proven empty, so it was synced (compared, only what differs written)"
 	}
 	if st.Verified {
 		s += "; verified identical"

@@ -21,8 +21,16 @@ func cmdDemo(ctx context.Context, args []string) error {
 	fs.Var(&sz, "size", "size of the demo disk")
 	change := fs.Float64("change", 3, "percent of 64 KiB blocks changed before the sync")
 	dir := fs.String("dir", "", "folder for the images (default: a temporary folder, removed afterwards)")
-	if err := fs.Parse(args); err != nil {
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "usage: deltasync demo [flags]\nseed a demo disk, change a few percent of it, sync the differences, verify\n"+sizesNote)
+		fs.PrintDefaults()
+	}
+	pos, err := parseArgs(fs, args)
+	if err != nil {
 		return err
+	}
+	if len(pos) != 0 {
+		return usagef("demo", "takes no arguments")
 	}
 	if sz <= 0 || sz%512 != 0 {
 		return fmt.Errorf("-size %d: want a positive multiple of 512", sz)

@@ -3,7 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
-	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -58,6 +58,7 @@ type runFlags struct {
 	noJournal, discardJournal, verify, json, allowLive, quiet bool
 	truncate, direct, noMmap, keepCache                       bool
 	zeroMode, fsync, directReads                              string
+	cmd                                                       string    // the command, for usage errors
 	blob                                                      blobFlags // page blob targets (blob.go)
 
 	// agent:// disks (agent.go)
@@ -66,25 +67,36 @@ type runFlags struct {
 
 func newFlagSet(name string, rf *runFlags) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	rf.cmd = name
 	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: deltasync %s [flags] SRC DST\n", name)
+		w := fs.Output()
+		fmt.Fprintf(w, "usage: deltasync %s [flags] SRC DST\n", name)
+		if name == "seed" {
+			fmt.Fprint(w, "Fill a new target with SRC's data; zero blocks are not written. A target that\n"+
+				"exists and is not proven empty is synced instead (compared, only what differs\n"+
+				"written), and the summary says so.\n")
+		} else {
+			fmt.Fprint(w, "Make an existing DST identical to SRC, writing only the blocks that differ.\n")
+		}
+		fmt.Fprint(w, "An interrupted run (Ctrl-C, SIGTERM: exit 130, 143) resumes when the same\n"+
+			"command is run again. A value of 0 for a flag means its default.\n"+sizesNote)
 		fs.PrintDefaults()
 	}
-	fs.Var(&rf.blockSize, "block-size", "comparison block size: a multiple of 512 up to 4M (default 64K)")
+	fs.Var(&rf.blockSize, "block-size", "comparison block size: a multiple of 512 up to 4M (0: the default, 64K)")
 	fs.Var(&rf.refine, "refine", "refine differing blocks to this size (a multiple of 512 dividing the block size; 0: off)")
-	fs.IntVar(&rf.concurrency, "concurrency", 0, "writer goroutines (default 4)")
-	fs.IntVar(&rf.compareConcurrency, "compare-concurrency", 0, "comparison workers (default max(4, CPUs))")
-	fs.Var(&rf.memory, "memory", "memory budget of write buffers (default 64M)")
-	fs.Var(&rf.bwlimit, "bwlimit", "bandwidth limit, bytes per second written (0: none)")
+	fs.IntVar(&rf.concurrency, "concurrency", 0, "writer goroutines (0: the default, 4)")
+	fs.IntVar(&rf.compareConcurrency, "compare-concurrency", 0, "comparison workers (0: the default, max(4, CPUs))")
+	fs.Var(&rf.memory, "memory", "memory budget of write buffers (0: the default, 64M)")
+	fs.Var(&rf.bwlimit, "bwlimit", "bandwidth limit, bytes per second written, e.g. 20M (0: none)")
 	fs.Var(&rf.offset, "offset", "work only from this offset (a multiple of 512)")
 	fs.Var(&rf.length, "length", "work only on this many bytes from -offset (0: to the end)")
-	fs.StringVar(&rf.journalDir, "journal-dir", "", "folder of resume journals (default: the user's state directory)")
-	fs.Var(&rf.journalBytes, "journal-bytes", "bytes compared between journal checkpoints (default 64M; at least the block size)")
+	fs.StringVar(&rf.journalDir, "journal-dir", "", "folder of resume journals (default "+journalDirDefault()+")")
+	fs.Var(&rf.journalBytes, "journal-bytes", "bytes compared between journal checkpoints (0: the default, 64M; at least the block size)")
 	fs.BoolVar(&rf.noJournal, "no-journal", false, "keep no journal: an interrupted run starts over")
 	fs.BoolVar(&rf.discardJournal, "discard-bad-journal", false, "delete a journal that does not match this run instead of failing")
 	fs.BoolVar(&rf.verify, "verify", false, "re-read both disks after the run (the target from the device) and prove them equal")
 	fs.BoolVar(&rf.json, "json", false, "print one JSON object with the run's figures on stdout")
-	fs.BoolVar(&rf.quiet, "q", false, "do not print the one-line summary on stderr")
+	fs.BoolVar(&rf.quiet, "q", false, "print nothing on stderr but errors: no summary line, no progress bar, no resuming note")
 	fs.BoolVar(&rf.allowLive, "allow-live", false, "accept a source that is mounted or changes during the run (crash-inconsistent copy)")
 	fs.BoolVar(&rf.truncate, "truncate", false, "shrink a target longer than the source (default: its tail is kept)")
 	fs.BoolVar(&rf.direct, "direct", false, "open the target with O_DIRECT")
@@ -107,7 +119,7 @@ func (rf *runFlags) durability() (transfer.Durability, error) {
 	case "none":
 		return transfer.DurableNone, nil
 	}
-	return 0, fmt.Errorf("-fsync %q: want end, checkpoint or none", rf.fsync)
+	return 0, usagef(rf.cmd, "-fsync %q: want end, checkpoint or none", rf.fsync)
 }
 
 // directMode parses -direct-reads.
@@ -123,7 +135,40 @@ func directMode(s string) (blockdiff.DirectMode, error) {
 	return 0, fmt.Errorf("-direct-reads %q: want never, auto or always", s)
 }
 
+// journalDirDefault is the journal folder used without -journal-dir, as
+// -h shows it: transfer.DefaultStateDir, resolved now.
+func journalDirDefault() string {
+	d, err := transfer.DefaultStateDir()
+	if err != nil {
+		return "$XDG_STATE_HOME/deltasync or ~/.local/state/deltasync: " + err.Error()
+	}
+	return d + ", from $XDG_STATE_HOME or ~/.local/state"
+}
+
+// journalDir is the folder this run keeps its journals in.
+func (rf *runFlags) journalFolder() string {
+	if rf.journalDir != "" {
+		return rf.journalDir
+	}
+	d, _ := transfer.DefaultStateDir()
+	return d
+}
+
+// journalPath is the file of the journal key in this run's folder
+// (transfer.DirStore's naming).
+func (rf *runFlags) journalPath(key string) string {
+	return filepath.Join(rf.journalFolder(), key+".journal")
+}
+
 func (rf *runFlags) options() (transfer.Options, error) {
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"concurrency", rf.concurrency}, {"compare-concurrency", rf.compareConcurrency}} {
+		if f.v < 0 {
+			return transfer.Options{}, usagef(rf.cmd, "-%s %d: want a positive number, or 0 for the default", f.name, f.v)
+		}
+	}
 	dur, err := rf.durability()
 	if err != nil {
 		return transfer.Options{}, err
@@ -166,5 +211,5 @@ func (rf *runFlags) zero() (localdisk.ZeroMode, error) {
 	case "write":
 		return localdisk.WriteZerosMode, nil
 	}
-	return 0, fmt.Errorf("-zero-mode %q: want punch, zero-range or write", rf.zeroMode)
+	return 0, usagef(rf.cmd, "-zero-mode %q: want punch, zero-range or write", rf.zeroMode)
 }

@@ -6,18 +6,18 @@
 //	deltasync verify SRC DST     exit 0 if and only if identical
 //	deltasync demo               all of it on two demo images in a temp folder
 //
-// SRC and DST are image files or block devices. Exit status: 0 success, 1
-// the disks differ (verify), 2 any error.
+// SRC and DST are image files, block devices, page blob URLs or agent://
+// disks. Exit status: 0 success, 1 the disks differ (verify), 2 any error,
+// 130 or 143 interrupted by SIGINT or SIGTERM.
 package main
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/deltasync/deltasync/localdisk"
 	"os"
-	"os/signal"
-	"syscall"
+
+	"github.com/deltasync/deltasync/localdisk"
 )
 
 const usage = `usage: deltasync COMMAND [flags] ARGS
@@ -32,8 +32,12 @@ commands:
   diff SRC SIG -o PATCH    write a patch turning the signed disk into SRC
   apply PATCH DST          check DST is the patch's base, then apply it
   agent -listen ADDR -disk NAME=PATH ...   serve disks to remote runs (agent://HOST:PORT/NAME)
+  version          print the version and the VCS revision of this binary
 
-'deltasync COMMAND -h' lists the flags of a command.
+'deltasync COMMAND -h' lists the flags of a command; flags may come before
+or after the arguments. Exit status: 0 success; 1 the disks differ (verify);
+2 an error; 130 or 143 interrupted by SIGINT or SIGTERM (seed, sync, apply:
+rerun the same command to resume).
 `
 
 // errDiffer makes the process exit with status 1: the disks differ.
@@ -41,16 +45,25 @@ var errDiffer = errors.New("the disks differ")
 
 func main() {
 	localdisk.RunWatchdogIfAsked() // first: the process may be a watchdog of a local target
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx := signalContext()
 	err := run(ctx, os.Args[1:])
+	var ie *interruptedError
 	switch {
 	case err == nil:
+	case errors.Is(err, errHelp):
 	case errors.Is(err, errDiffer):
-		fmt.Fprintln(os.Stderr, "deltasync:", err)
+		fmt.Fprintln(os.Stderr, "deltasync:", message(err))
 		os.Exit(1)
+	case errors.As(err, &ie) || (caught.Load() != nil && (len(os.Args) < 2 || os.Args[1] != "agent")):
+		// A one-shot command stopped by a signal; the agent, a
+		// service, ends with status 0 after a clean stop.
+		if ie == nil {
+			err = interrupted(err, -1, 0, "rerun the same command")
+		}
+		fmt.Fprintln(os.Stderr, "deltasync:", message(err))
+		os.Exit(signalStatus(*caught.Load()))
 	default:
-		fmt.Fprintln(os.Stderr, "deltasync:", err)
+		fmt.Fprintln(os.Stderr, "deltasync:", message(err))
 		os.Exit(2)
 	}
 }
@@ -79,10 +92,14 @@ func run(ctx context.Context, args []string) error {
 		return cmdApply(ctx, args[1:])
 	case "agent":
 		return cmdAgent(ctx, args[1:])
-	case "-h", "--help", "help":
+	case "version", "-version", "--version":
+		return cmdVersion(args[1:])
+	case "-h", "-help", "--help", "help":
+		if len(args) > 1 && args[0] == "help" {
+			return run(ctx, []string{args[1], "-h"})
+		}
 		fmt.Print(usage)
-		return nil
+		return errHelp
 	}
-	fmt.Fprint(os.Stderr, usage)
-	return fmt.Errorf("unknown command %q", args[0])
+	return &usageError{cmd: "", msg: fmt.Sprintf("unknown command %q", args[0])}
 }

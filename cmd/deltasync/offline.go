@@ -24,29 +24,9 @@ import (
 	"github.com/deltasync/deltasync/patch"
 )
 
-// offlineParse parses flags that may come before, between or after the
-// positional arguments ("sign DISK -o SIG"); "--" ends the flags.
-func offlineParse(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			return pos, nil
-		}
-		if k := len(args) - len(rest); k > 0 && args[k-1] == "--" {
-			return append(pos, rest...), nil
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
-	}
-}
-
 func offlineUsage(fs *flag.FlagSet, text string) {
 	fs.Usage = func() {
-		fmt.Fprint(os.Stderr, text)
+		fmt.Fprint(fs.Output(), text)
 		fs.PrintDefaults()
 	}
 }
@@ -127,7 +107,7 @@ func offlineOut(asJSON bool, v any, line string) error {
 func cmdSign(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("sign", flag.ContinueOnError)
 	var bs size
-	fs.Var(&bs, "block-size", "block size: a multiple of 512 up to 4M (default 64K)")
+	fs.Var(&bs, "block-size", "block size: a multiple of 512 up to 4M (0: the default, 64K)")
 	hash := fs.String("hash", "xxh3", "block hash: xxh3 (fast) or blake3 (cryptographic: for data an adversary may choose)")
 	out := fs.String("o", "", "the signature file to write (- for standard output)")
 	allowLive := fs.Bool("allow-live", false, "read a disk that is mounted or in use")
@@ -136,14 +116,13 @@ func cmdSign(ctx context.Context, args []string) error {
 	offlineUsage(fs, `usage: deltasync sign [flags] DISK -o SIG
 Write the signature of DISK (its block hashes, keyed with a fresh random key)
 for 'deltasync diff'. A signature holds its key: keep it as private as DISK.
-`)
-	pos, err := offlineParse(fs, args)
+`+sizesNote)
+	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 1 || *out == "" {
-		fs.Usage()
-		return errors.New("sign wants DISK and -o SIG")
+		return usagef("sign", "want DISK and -o SIG")
 	}
 	var alg blockdiff.HashAlgorithm
 	switch *hash {
@@ -183,7 +162,7 @@ func cmdDiff(ctx context.Context, args []string) error {
 	out := fs.String("o", "", "the patch file to write (- for standard output)")
 	compress := fs.String("compress", "default", "zstd level of the data: default, fastest, better, none")
 	var rs size
-	fs.Var(&rs, "record-size", "largest data record (default 1M, at most 16M)")
+	fs.Var(&rs, "record-size", "largest data record (0: the default, 1M; at most 16M)")
 	allowLive := fs.Bool("allow-live", false, "read a source that is mounted or in use")
 	noMmap := fs.Bool("no-mmap", false, "read with pread instead of memory mappings")
 	asJSON := fs.Bool("json", false, "print one JSON object with the result on standard output")
@@ -191,14 +170,13 @@ func cmdDiff(ctx context.Context, args []string) error {
 Write a patch that turns the disk SIG was made from into SRC: SRC's blocks
 that differ, compressed, with the identities of both. A patch holds SRC's
 data and the signature's key: keep it as private as the disks.
-`)
-	pos, err := offlineParse(fs, args)
+`+sizesNote)
+	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 2 || *out == "" {
-		fs.Usage()
-		return errors.New("diff wants SRC, SIG and -o PATCH")
+		return usagef("diff", "want SRC, SIG and -o PATCH")
 	}
 	var o patch.WriteOptions
 	switch *compress {
@@ -265,15 +243,14 @@ checked, and DST hashed and proven to be its base, before anything is
 written; a DST already the result is left alone. An interrupted apply can be
 run again.
 `)
-	pos, err := offlineParse(fs, args)
+	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 2 {
-		fs.Usage()
-		return errors.New("apply wants PATCH and DST")
+		return usagef("apply", "want PATCH and DST")
 	}
-	rf := runFlags{zeroMode: *zeroMode}
+	rf := runFlags{zeroMode: *zeroMode, cmd: "apply"}
 	zm, err := rf.zero()
 	if err != nil {
 		return err
@@ -311,7 +288,7 @@ run again.
 		err = cerr
 	}
 	if err != nil {
-		return err
+		return interrupted(err, -1, 0, "rerun the same command to resume")
 	}
 	what := fmt.Sprintf("wrote %s, zeroed %s", bytesHuman(st.Written), bytesHuman(st.Zeroed))
 	if st.AlreadyApplied {

@@ -30,19 +30,19 @@ func cmdSnapshots(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("snapshots", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "print one JSON object: the blob and its snapshots")
 	fs.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: deltasync snapshots [flags] URL\n"+
+		fmt.Fprintln(fs.Output(), "usage: deltasync snapshots [flags] URL\n"+
 			"lists the snapshots of a page blob (recovery points, prior states, others), oldest first;\n"+
 			"listing needs list permission on the container (a SAS for the blob alone cannot list)")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	pos, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 1 || !isBlobURL(fs.Arg(0)) {
-		fs.Usage()
-		return fmt.Errorf("snapshots wants one page blob URL")
+	if len(pos) != 1 || !isBlobURL(pos[0]) {
+		return usagef("snapshots", "want one page blob URL")
 	}
-	b, err := pageblob.Open(ctx, fs.Arg(0), nil)
+	b, err := pageblob.Open(ctx, pos[0], nil)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -15,24 +16,40 @@ import (
 // (same size, same bytes). Either may be a path, a page blob URL or an
 // agent:// disk; an agent disk hashes its own blocks (keyed, with a fresh
 // random key) so it is not read across the network.
-func cmdVerify(ctx context.Context, args []string) error {
+func cmdVerify(ctx context.Context, args []string) (err error) {
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
 	var rf runFlags
-	fs.Var(&rf.blockSize, "block-size", "comparison block size (default 64K)")
+	fs.Var(&rf.blockSize, "block-size", "comparison block size (0: the default, 64K)")
 	asJSON := fs.Bool("json", false, "print one JSON object with the result")
+	// How far the comparison went, for an interruption's message, and
+	// the JSON object of a failure.
+	var pos []string
+	var compared, total int64
+	defer func() {
+		if err == nil || errors.Is(err, errDiffer) || errors.Is(err, errHelp) {
+			return
+		}
+		err = interrupted(err, compared, total, "rerun the same command to verify again")
+		if *asJSON {
+			src, dst := "", ""
+			if len(pos) == 2 {
+				src, dst = pos[0], pos[1]
+			}
+			json.NewEncoder(os.Stdout).Encode(map[string]any{"identical": false, "bytes_compared": compared, "error": failure(err, src, dst)})
+		}
+	}()
 	fs.BoolVar(&rf.allowLive, "allow-live", false, "read disks that are mounted or in use")
 	hashName := fs.String("hash", "xxh3", "block hash when a disk hashes itself (agent://): xxh3 or blake3")
 	rf.agent.register(fs)
 	fs.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: deltasync verify [flags] SRC DST\nexit status 0: identical; 1: they differ; 2: error")
+		fmt.Fprint(fs.Output(), "usage: deltasync verify [flags] SRC DST\nexit status 0: identical; 1: they differ; 2: error; 130, 143: interrupted\n"+sizesNote)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if pos, err = parseArgs(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() != 2 {
-		fs.Usage()
-		return fmt.Errorf("verify wants SRC and DST")
+	if len(pos) != 2 {
+		return usagef("verify", "want SRC and DST, got %d arguments", len(pos))
 	}
 	alg := blockdiff.XXH3
 	switch *hashName {
@@ -44,7 +61,7 @@ func cmdVerify(ctx context.Context, args []string) error {
 	}
 	var ds [2]transfer.Source
 	for i := range ds {
-		d, closer, err := openSource(fs.Arg(i), &rf)
+		d, closer, err := openSource(pos[i], &rf)
 		if err != nil {
 			return fmt.Errorf("%s: %w", [2]string{"source", "target"}[i], err)
 		}
@@ -67,9 +84,9 @@ func cmdVerify(ctx context.Context, args []string) error {
 		differ += e.Len
 		return nil
 	}
-	o := &blockdiff.Options{BlockSize: int(rf.blockSize)}
+	total = ds[0].Size()
+	o := &blockdiff.Options{BlockSize: int(rf.blockSize), Progress: func(n int64) { compared += n }}
 	var st blockdiff.Stats
-	var err error
 	if bh, ok := ds[1].(transfer.BlockHasher); ok {
 		key, kerr := blockdiff.NewKey()
 		if kerr != nil {
