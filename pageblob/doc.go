@@ -157,6 +157,14 @@
 //     (a holder of the account key can break the lease, which is seen). A
 //     managed disk upload has no lease: it is compared again.
 //
+// A journal that is not trusted still hands its lease over (Reclaim), and
+// a target records the lease it holds under Options.StateDir (a file per
+// blob, 0600, removed on release: leasefile.go), so that a run killed
+// before any journal named its lease, or without a journal, does not
+// block the next run on this machine until the lease expires: once the
+// recorded process is gone, its lease is taken over (trusting nothing it
+// wrote). A recorded holder that still runs keeps its lease.
+//
 // A lease lost during a run fails its writes and its Flush with
 // ErrLeaseLost, which transfer reports as a *transfer.WriteError and
 // which poisons the journal (a failed Put Page From URL does not poison,

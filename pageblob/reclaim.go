@@ -34,6 +34,9 @@ func (b *Blob) Reclaim(ctx context.Context, token string) error {
 	if b.lease.Load() != nil {
 		return nil
 	}
+	if r, alive, ok := b.recordedLease(); ok && alive && r.Lease == tok.Lease {
+		return nil // a live run of this machine holds it (leasefile.go): Watch says so
+	}
 	l, err := b.renewLease(ctx, tok.Lease, dur)
 	if err != nil {
 		if errors.Is(err, ErrLeaseLost) {
@@ -42,5 +45,6 @@ func (b *Blob) Reclaim(ctx context.Context, token string) error {
 		return err
 	}
 	b.lease.Store(l)
+	b.recordLease(l)
 	return nil
 }

@@ -813,6 +813,10 @@ func TestLeaseTakenOverFromDeadRun(t *testing.T) {
 			t.Fatalf("the error shows the lease id: %v", e)
 		}
 	}
+	// Nor does a rerun whose journal is not trusted take it (Reclaim).
+	if err := b.Reclaim(ctx, wa.Token()); err != nil || b.lease.Load() != nil {
+		t.Fatalf("Reclaim of a lease a live run of this machine holds: %v, lease taken %v", err, b.lease.Load() != nil)
+	}
 
 	// The recorded holder is gone.
 	dead := exec.Command("true")
