@@ -39,6 +39,9 @@ type result struct {
 	// state from before the run, and the recovery point the run cut.
 	PriorSnapshot string `json:"prior_snapshot,omitempty"`
 	RecoveryPoint string `json:"recovery_point,omitempty"`
+	// NoRecoveryPoint says why a run with -snapshot cut none: it wrote
+	// nothing (points.go).
+	NoRecoveryPoint string `json:"no_recovery_point,omitempty"`
 	// Page blob sides: the kind of credential of each (sas, shared-key,
 	// connection-string, azure-ad, emulator; never the secret), and why
 	// the server-side copy fell back to reading and writing.
@@ -59,7 +62,7 @@ func cmdCopy(ctx context.Context, name string, args []string) error {
 	}
 	if err != nil {
 		if rf.json && !errors.Is(err, errHelp) {
-			printJSON(name, "", "", transfer.Stats{}, &rf.blob, failure(err, "", ""))
+			printJSON(name, "", "", transfer.Stats{}, &rf.blob, "", failure(err, "", ""))
 		}
 		return err
 	}
@@ -80,7 +83,7 @@ func cmdCopy(ctx context.Context, name string, args []string) error {
 		}
 		err = interrupted(err, at, total, then)
 		if rf.json {
-			printJSON(name, srcArg, dstArg, st, &rf.blob, failure(err, srcArg, dstArg))
+			printJSON(name, srcArg, dstArg, st, &rf.blob, "", failure(err, srcArg, dstArg))
 		}
 		return err
 	}
@@ -90,7 +93,7 @@ func cmdCopy(ctx context.Context, name string, args []string) error {
 		fmt.Fprintln(os.Stderr, summary(name, st)+rf.blob.credentialNote())
 	}
 	if rf.json {
-		return printJSON(name, srcArg, dstArg, st, &rf.blob, nil)
+		return printJSON(name, srcArg, dstArg, st, &rf.blob, rf.noPoint, nil)
 	}
 	return nil
 }
@@ -138,10 +141,13 @@ func copyDisks(ctx context.Context, name, srcArg, dstArg string, rf *runFlags, r
 	if name == "seed" {
 		run = transfer.Seed
 	}
+	points := watchPoints(ctx, dst)
 	st, err := run(ctx, src, dst, &o)
 	rw.finish(st, err)
 	if err == nil {
-		err = finishTarget(ctx, dst)
+		if rf.noPoint = points.skip(ctx, st); rf.noPoint == "" {
+			err = finishTarget(ctx, dst)
+		}
 	}
 	if cerr := dst.Close(); err == nil && cerr != nil {
 		err = cerr
@@ -175,7 +181,7 @@ func sameDisk(src, dst string) bool {
 
 // printJSON prints the --json object of a run: its figures (partial
 // when the run failed) and, when it failed, fail.
-func printJSON(name, src, dst string, st transfer.Stats, bf *blobFlags, fail *jsonError) error {
+func printJSON(name, src, dst string, st transfer.Stats, bf *blobFlags, noPoint string, fail *jsonError) error {
 	return json.NewEncoder(os.Stdout).Encode(result{
 		Error:   fail,
 		Command: name, Source: shown(src), Target: shown(dst),
@@ -184,7 +190,7 @@ func printJSON(name, src, dst string, st transfer.Stats, bf *blobFlags, fail *js
 		Resumed: st.Resumed, ResumedFrom: st.ResumedFrom, JournalDiscardedReason: st.JournalDiscardedReason, Verified: st.Verified,
 		CopySeconds: st.Copy.Seconds(), FlushSeconds: st.Flush.Seconds(), VerifySeconds: st.Verify.Seconds(),
 		Seconds:       st.Elapsed.Seconds(),
-		PriorSnapshot: bf.priorSnapshot, RecoveryPoint: bf.recoveryPoint,
+		PriorSnapshot: bf.priorSnapshot, RecoveryPoint: bf.recoveryPoint, NoRecoveryPoint: noPoint,
 		SourceCredential: bf.srcCredential, TargetCredential: bf.dstCredential, CopyFallback: bf.copyFallback,
 	})
 }

@@ -59,6 +59,7 @@ type runFlags struct {
 	truncate, direct, noMmap, keepCache                       bool
 	zeroMode, fsync, directReads                              string
 	cmd                                                       string    // the command, for usage errors
+	noPoint                                                   string    // why no recovery point was cut (points.go)
 	blob                                                      blobFlags // page blob targets (blob.go)
 
 	// agent:// disks (agent.go)
