@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"slices"
 	"syscall"
 
 	"github.com/deltasync/deltasync/localdisk"
@@ -61,6 +62,8 @@ func cmdCopy(ctx context.Context, name string, args []string) error {
 		err = usagef(name, "want SRC and DST, got %d arguments", len(pos))
 	}
 	if err != nil {
+		// A usage error may stop the parse before -json: look for it.
+		rf.json = rf.json || slices.Contains(args, "-json") || slices.Contains(args, "--json")
 		if rf.json && !errors.Is(err, errHelp) {
 			printJSON(name, "", "", transfer.Stats{}, &rf.blob, "", failure(err, "", ""))
 		}
