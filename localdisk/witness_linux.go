@@ -96,6 +96,9 @@ type evidence struct {
 	// write the target while the run was writing it or after it died
 	// (-1: its event queue overflowed). Such evidence never holds.
 	Tainted int `json:"tainted,omitempty"`
+	// Unflushed: the device still had the killed run's writes to write
+	// back when the watchdog came (see watchdogMain). Never holds.
+	Unflushed bool `json:"unflushed,omitempty"`
 }
 
 // fileEvidence reads the evidence of the file open at fd (any fd,
@@ -155,6 +158,8 @@ func (e *evidence) differs(now *evidence) string {
 	switch {
 	case e.Tainted != 0:
 		return tainted(e.Tainted) + " while the run was writing it or after it was killed"
+	case e.Unflushed:
+		return "the device still held writes of the killed run in its page cache, and writes by another program in the moment they were written back could not be told from them"
 	case e.Kind != now.Kind:
 		return fmt.Sprintf("the target was a %s and is now a %s", e.Kind, now.Kind)
 	case e.Dev != now.Dev || e.Ino != now.Ino || e.Birth != now.Birth || e.Gen != now.Gen || e.Rdev != now.Rdev:
@@ -622,11 +627,21 @@ func watchdogMain() int {
 	if kind == BlockDevice.String() {
 		var st unix.Stat_t
 		if err = unix.Fstat(target, &st); err == nil {
-			if dev, oerr := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", target), os.O_RDONLY|syscall.O_NONBLOCK, 0); oerr == nil {
+			// The counters at once, then after a flush of the run's dirty
+			// pages. Writes to a device node make no fanotify events:
+			// when the flush moved the counters, the run's writeback and
+			// a write by another program in that moment look alike, and
+			// the evidence says so.
+			var before *evidence
+			before, err = deviceEvidence(st.Rdev)
+			if dev, oerr := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", target), os.O_RDONLY|syscall.O_NONBLOCK, 0); err == nil && oerr == nil {
 				unix.Fdatasync(int(dev.Fd())) // the run's dirty pages reach the device
 				dev.Close()
 				e, err = deviceEvidence(st.Rdev)
-			} else {
+				if err == nil && e.differs(before) != "" {
+					e.Unflushed = true
+				}
+			} else if err == nil {
 				err = oerr
 			}
 		}

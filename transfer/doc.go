@@ -101,10 +101,12 @@
 //	                pids, in order)                run or after its death; no record       watchdog too: no evidence, compare all
 //	block device    diskseq, completed write and   any counter moved; diskseq changed      a write through another device node
 //	(localdisk)     discard counters, the parent   (media or loop re-attached); a loop     stacked elsewhere (dm, md) on the
-//	                disk's too, a loop device's    device's backing file changed; the      same disk; as for files, for the
-//	                backing file as a file; read   watchdog saw another writer of the      backing file of a loop device
-//	                after a flush (by the          device node or, not being a loop
-//	                watchdog after SIGKILL)        worker, of its backing file
+//	                disk's too, a loop device's    device's backing file changed; the      same disk; a write through the device
+//	                backing file as a file; read   watchdog saw another writer of its      in the microseconds between the run's
+//	                after a flush (by the          backing file (not a loop worker);       death and the watchdog's first read
+//	                watchdog after SIGKILL, before after SIGKILL, the flush moved the      (writes to device nodes make no
+//	                and after its flush)           counters (the run left dirty pages:     fanotify events); as for files, for
+//	                                               devices rarely resume after SIGKILL)    the backing file of a loop device
 //	page blob       the lease ID (a secret; the    the lease cannot be renewed: it was     none known on Azure; see pageblob
 //	(pageblob)      journal is kept 0600); a new   broken, taken, or the blob modified     for Azurite's differences
 //	                sequence number before the     after it expired

@@ -15,7 +15,9 @@ package main
 //
 //	DELTASYNC_ADVERSARY_ROUNDS=20 go test -run TestAdversary -v ./cmd/deltasync
 //
-// The table of counts is logged at the end.
+// DELTASYNC_ADVERSARY_KINDS (file,loop,blob,agent) and
+// DELTASYNC_ADVERSARY_PERTURB (nothing,recreate,write,source-mtime,...)
+// narrow it down. The table of counts is logged at the end.
 
 import (
 	"bytes"
@@ -341,7 +343,9 @@ func TestAdversary(t *testing.T) {
 		if c.bad > 0 {
 			t.Errorf("%s: %d rounds ended with exit 0 and a target that differs from its source", k, c.bad)
 		}
-		if strings.Contains(k, "/nothing") {
+		// Devices are exempt (issue 13): after SIGKILL their evidence
+		// holds only when the run left no dirty pages.
+		if strings.Contains(k, "/nothing") && !strings.HasPrefix(k, "loop/") {
 			if n := c.rounds - c.notInterrupted; n > 0 && c.cheap*10 < n*9 {
 				t.Errorf("%s: %d of %d interrupted rounds with nothing in between resumed cheaply, want at least 90%%", k, c.cheap, n)
 			}
@@ -379,6 +383,12 @@ func adversaryRound(t *testing.T, rng *rand.Rand, mk func(*testing.T, []byte) (a
 			return
 		}
 		defer unmount()
+	}
+	if f := os.Getenv("DELTASYNC_ADVERSARY_KINDS"); f != "" && !strings.Contains(","+f+",", ","+tgt.kind()+",") {
+		return
+	}
+	if f := os.Getenv("DELTASYNC_ADVERSARY_PERTURB"); f != "" && !strings.Contains(","+f+",", ","+what+",") {
+		return
 	}
 	key := tgt.kind() + "/" + what
 	c := tallies[key]
