@@ -268,9 +268,15 @@ func (r *run) stop(ctx context.Context, err error) error {
 	defer cancel()
 	if !r.began {
 		// Refused before copying (the target could not be resized):
-		// nothing was written, the journal is as it was.
+		// nothing was written. A journal this run saved only for its
+		// token goes; one it resumed from stays.
 		if r.watch != nil {
 			r.watch.Abandon()
+		}
+		if r.store != nil && r.token != "" && !r.st.Resumed {
+			if derr := r.store.Delete(sctx, r.key); derr != nil {
+				err = errors.Join(err, fmt.Errorf("transfer: removing journal %s: %w", r.key, derr))
+			}
 		}
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -21,9 +22,9 @@ func interrupted(t *testing.T, s, d *memDisk, opts *Options, after int64) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var n int64
-	d.onWrite = func(int) {
-		if n++; n == after {
+	var n atomic.Int64
+	d.onWrite = func(int) { // called by several writers at once
+		if n.Add(1) == after {
 			cancel()
 		}
 	}
@@ -93,9 +94,9 @@ func TestNoWitnessNoResume(t *testing.T) {
 		src, s, d, opts := evidenceCase(t, 3)
 		tgt := bareTarget{d}
 		ctx, cancel := context.WithCancel(context.Background())
-		var n int
-		d.onWrite = func(int) {
-			if n++; n == 40 {
+		var n atomic.Int64
+		d.onWrite = func(int) { // called by several writers at once
+			if n.Add(1) == 40 {
 				cancel()
 			}
 		}

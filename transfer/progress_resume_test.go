@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 )
 
@@ -21,9 +22,9 @@ func TestProgressReportsResume(t *testing.T) {
 		}
 	})
 	ctx, cancel := context.WithCancel(context.Background())
-	var n int
-	d.onWrite = func(int) {
-		if n++; n == 40 {
+	var n atomic.Int64
+	d.onWrite = func(int) { // called by several writers at once
+		if n.Add(1) == 40 {
 			cancel()
 		}
 	}

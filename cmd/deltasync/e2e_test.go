@@ -861,7 +861,14 @@ func killAfterJournal(t *testing.T, jdir string, args ...string) string {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(20 * time.Second)
-	for len(journals(t, jdir)) == 0 && time.Now().Before(deadline) {
+	// A journal is saved before the first write (its watermark 0, to
+	// hand a lease over): wait for one that calls something done.
+	for time.Now().Before(deadline) {
+		if js := journals(t, jdir); len(js) == 1 {
+			if w, ok := watermark(js[0]); ok && w > 0 {
+				break
+			}
+		}
 		time.Sleep(2 * time.Millisecond)
 	}
 	cmd.Process.Signal(syscall.SIGKILL)
