@@ -34,13 +34,18 @@ import (
 // parsed. The kind used for each side is printed in the summary and in
 // --json (source_credential, target_credential), never the secret; a SAS
 // is never printed: arguments are shown through pageblob.Redact.
+//
+// Fixed VHDs (-vhd) are described in vhd.go. For tests against Azurite,
+// DELTASYNC_EMULATE_MANAGED_DISK=1 takes an emulator URL (loopback) as a
+// managed disk upload (pageblob.Options.ManagedDisk); it applies to no
+// other URL.
 
 // blobFlags are the flags of seed and sync that concern page blob
 // targets, and what a run with one left behind.
 type blobFlags struct {
 	keepPrior  bool
 	snapshot   bool
-	vhd        bool
+	vhd        vhdFlag // vhd.go
 	breakLease bool
 
 	// srcSize is the source's size, set once the source is open: a
@@ -63,7 +68,7 @@ func (bf *blobFlags) register(fs *flag.FlagSet) {
 		"Not needed for this tool's own interrupted run, whose lease a rerun takes over. "+
 		"Use it only for a holder known to be gone (a crashed tool's infinite lease): a holder still writing (another sync, a VM using the disk) is cut off midway, its writes fail, and its view of the disk is no longer true")
 	fs.BoolVar(&bf.snapshot, "snapshot", true, "page blob target: cut a recovery point (a snapshot) at the end of a successful run (recovery_point in --json)")
-	fs.BoolVar(&bf.vhd, "vhd", false, "page blob target holds a fixed VHD (the disk, a multiple of 1 MiB, then a 512-byte footer), as Azure imports managed disks; always on for managed disk upload URLs (md- hosts)")
+	registerVHD(fs, &bf.vhd, true)
 }
 
 // isBlobURL tells a page blob location from a path: a URL, or
@@ -108,36 +113,80 @@ func openContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }
 
-// openBlobSource opens a page blob (or a snapshot, ?snapshot=) read-only.
+// openBlobSource opens a page blob (or a snapshot, ?snapshot=) read-only:
+// with -vhd, the disk inside it when it ends in a fixed VHD footer
+// (vhd.go). A managed disk is always read so.
 func openBlobSource(arg string, rf *runFlags) (transfer.Source, io.Closer, error) {
+	loc, err := pageblob.Locate(arg, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	set, on := rf.blob.vhd.given()
+	managed := loc.Kind == pageblob.ManagedDisk
+	if managed && set && !on {
+		return nil, nil, fmt.Errorf("-vhd=false: %s is a managed disk, always read as the disk inside its VHD", shown(arg))
+	}
 	ctx, stop := openContext()
 	defer stop()
 	b, err := pageblob.Open(ctx, arg, nil)
 	if err != nil {
 		return nil, nil, err
 	}
+	if !managed && (!set || on) {
+		t, err := readTail(b, b.Size())
+		if err != nil {
+			b.Close()
+			return nil, nil, fmt.Errorf("%s: %w", shown(arg), err)
+		}
+		switch {
+		case !set && t.fixed:
+			noteRawVHD(arg, t)
+		case set && t.other != "":
+			b.Close()
+			return nil, nil, errNotFixedVHD(arg, t)
+		case set && t.fixed:
+			b.Close()
+			if b, err = pageblob.Open(ctx, arg, &pageblob.Options{VHD: true}); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
 	rf.blob.srcCredential = string(b.Credential().Kind)
 	return b, b, nil
 }
 
+// emulatedManagedDisk reports whether an emulator URL is to be taken as
+// a managed disk upload (DELTASYNC_EMULATE_MANAGED_DISK=1, for tests).
+func emulatedManagedDisk(loc pageblob.BlobURL) bool {
+	return loc.Kind == pageblob.Emulator && os.Getenv("DELTASYNC_EMULATE_MANAGED_DISK") == "1"
+}
+
 // openBlobTarget opens a page blob as a target, creating it with the
 // source's size when create is set (seed) and it is missing. It keeps the
-// prior state of a blob that exists (-keep-prior).
+// prior state of a blob that exists (-keep-prior). With -vhd it is a
+// fixed VHD; without the flag, a blob that ends in a VHD footer is
+// refused (vhd.go).
 func openBlobTarget(arg string, rf *runFlags, create bool) (disk, error) {
 	loc, err := pageblob.Locate(arg, nil)
 	if err != nil {
 		return nil, err
 	}
 	bf := &rf.blob
-	vhd := bf.vhd || loc.Kind == pageblob.ManagedDisk
+	set, on := bf.vhd.given()
+	emulated := emulatedManagedDisk(loc)
+	managed := loc.Kind == pageblob.ManagedDisk || emulated
+	if managed && set && !on {
+		return nil, fmt.Errorf("-vhd=false: %s is a managed disk upload, always a fixed VHD", shown(arg))
+	}
+	vhd := on || managed
 	if n := bf.srcSize; n%pageblob.PageSize != 0 {
 		return nil, fmt.Errorf("the source is %d bytes, not a multiple of 512: a page blob holds whole 512-byte pages; "+
 			"pad the image to %d bytes (truncate -s %d FILE) and run again", n, roundUp512(n), roundUp512(n))
 	}
 	// The lease is recorded with the journals, so that a rerun after a
 	// SIGKILL takes it over even before a journal named it.
-	o := &pageblob.Options{VHD: bf.vhd, KeepPrior: bf.keepPrior, BreakLease: bf.breakLease, StateDir: rf.journalDir}
-	if create && loc.Kind != pageblob.ManagedDisk {
+	o := &pageblob.Options{VHD: on, ManagedDisk: emulated, KeepPrior: bf.keepPrior, BreakLease: bf.breakLease, StateDir: rf.journalDir}
+	if create && !managed {
 		if bf.srcSize == 0 {
 			return nil, errors.New("the source is empty: there is nothing to seed a page blob with")
 		}
@@ -156,8 +205,21 @@ func openBlobTarget(arg string, rf *runFlags, create bool) (disk, error) {
 		}
 		return nil, err
 	}
+	if !set && !managed {
+		t, err := readTail(b, b.Size())
+		switch {
+		case err != nil:
+			err = fmt.Errorf("%s: %w", shown(arg), err)
+		case t.vhd():
+			err = errVHDTarget(arg, t)
+		}
+		if err != nil {
+			b.Close()
+			return nil, err
+		}
+	}
 	bf.dstCredential = string(b.Credential().Kind)
-	return &blobTarget{Blob: b, flags: bf}, nil
+	return &blobTarget{Blob: b, flags: bf, managed: managed}, nil
 }
 
 func roundUp512(n int64) int64 { return (n + 511) / 512 * 512 }
@@ -166,7 +228,8 @@ func roundUp512(n int64) int64 { return (n + 511) / 512 * 512 }
 // took. It embeds the Blob, so every capability of the Blob is kept.
 type blobTarget struct {
 	*pageblob.Blob
-	flags *blobFlags
+	flags   *blobFlags
+	managed bool // a managed disk upload
 }
 
 // Watch and Check are the Blob's (the journal's evidence; see pageblob's
@@ -194,7 +257,7 @@ func leaseHint(err error) error {
 // snapshots and get none.
 func (t *blobTarget) finish(ctx context.Context) error {
 	t.notePrior()
-	if !t.flags.snapshot || t.Location().Kind == pageblob.ManagedDisk {
+	if !t.flags.snapshot || t.managed {
 		return nil
 	}
 	id, err := t.RecoveryPoint(ctx)

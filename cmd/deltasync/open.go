@@ -14,7 +14,8 @@ type disk interface {
 }
 
 // openSource opens SRC: a path to an image file or a block device, a
-// page blob URL (blob.go), or an agent:// disk (agent.go).
+// page blob URL (blob.go), or an agent:// disk (agent.go). With -vhd, a
+// fixed VHD file is the disk inside it (vhd.go).
 func openSource(arg string, rf *runFlags) (transfer.Source, io.Closer, error) {
 	if isBlobURL(arg) {
 		return openBlobSource(arg, rf)
@@ -26,7 +27,11 @@ func openSource(arg string, rf *runFlags) (transfer.Source, io.Closer, error) {
 		}
 		return d, d, nil
 	}
-	d, err := localdisk.OpenSource(arg, localdisk.SourceOptions{AllowLive: rf.allowLive})
+	ld, err := localdisk.OpenSource(arg, localdisk.SourceOptions{AllowLive: rf.allowLive})
+	if err != nil {
+		return nil, nil, err
+	}
+	d, err := localVHD(arg, ld, rf.blob.vhd, false)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -34,7 +39,8 @@ func openSource(arg string, rf *runFlags) (transfer.Source, io.Closer, error) {
 }
 
 // openTarget opens DST, creating a missing file (or page blob) when
-// create is set.
+// create is set. A file or page blob that ends in a VHD footer is
+// refused unless -vhd says how to take it (vhd.go).
 func openTarget(arg string, rf *runFlags, create bool) (disk, error) {
 	if isBlobURL(arg) {
 		return openBlobTarget(arg, rf, create)
@@ -50,17 +56,21 @@ func openTarget(arg string, rf *runFlags, create bool) (disk, error) {
 	if err != nil {
 		return nil, err
 	}
-	return localdisk.OpenTarget(arg, localdisk.TargetOptions{Create: create, Direct: rf.direct, ZeroMode: zm, StateDir: rf.journalDir})
+	d, err := localdisk.OpenTarget(arg, localdisk.TargetOptions{Create: create, Direct: rf.direct, ZeroMode: zm, StateDir: rf.journalDir})
+	if err != nil {
+		return nil, err
+	}
+	return localVHD(arg, d, rf.blob.vhd, true)
 }
 
 // checkSides refuses two local disks that are names of one storage (a
 // loop device and its backing file, two loop devices over one file, a
 // disk and its partition) with overlapping byte ranges, before anything
 // is written: localdisk.CheckSides. Other kinds of disk are not checked
-// here.
+// here. A VHD file is checked as the file it is.
 func checkSides(src, dst any) error {
-	s, ok1 := src.(*localdisk.Disk)
-	d, ok2 := dst.(*localdisk.Disk)
+	s, ok1 := unwrapLocal(src).(*localdisk.Disk)
+	d, ok2 := unwrapLocal(dst).(*localdisk.Disk)
 	if !ok1 || !ok2 {
 		return nil
 	}

@@ -28,7 +28,7 @@ type pointWatch struct {
 // target with -snapshot).
 func watchPoints(ctx context.Context, dst disk) pointWatch {
 	t, ok := dst.(*blobTarget)
-	if !ok || !t.flags.snapshot || t.Location().Kind == pageblob.ManagedDisk {
+	if !ok || !t.flags.snapshot || t.managed { // managed disk uploads have no snapshots
 		return pointWatch{}
 	}
 	octx, stop := openContext()

@@ -13,7 +13,8 @@ import (
 )
 
 // cmdVerify compares two disks: exit 0 if and only if they are identical
-// (same size, same bytes). Either may be a path, a page blob URL or an
+// (same size, same bytes; with -vhd, a fixed VHD is the disk inside it).
+// Either may be a path, a page blob URL or an
 // agent:// disk; an agent disk hashes its own blocks (keyed, with a fresh
 // random key) so it is not read across the network.
 func cmdVerify(ctx context.Context, args []string) (err error) {
@@ -40,6 +41,7 @@ func cmdVerify(ctx context.Context, args []string) (err error) {
 	}()
 	fs.BoolVar(&rf.allowLive, "allow-live", false, "read disks that are mounted or in use")
 	hashName := fs.String("hash", "xxh3", "block hash when a disk hashes itself (agent://): xxh3 or blake3")
+	registerVHD(fs, &rf.blob.vhd, false)
 	rf.agent.register(fs)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "usage: deltasync verify [flags] SRC DST\nexit status 0: identical; 1: they differ; 2: error; 130, 143: interrupted\n"+sizesNote)
