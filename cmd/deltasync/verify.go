@@ -13,8 +13,9 @@ import (
 )
 
 // cmdVerify compares two disks: exit 0 if and only if they are identical
-// (same size, same bytes; with -vhd, a fixed VHD is the disk inside it).
-// Either may be a path, a page blob URL or an
+// (same size, same bytes; with -source-length, the target's bytes past
+// the source's end are counted apart, not compared; with -vhd, a fixed
+// VHD is the disk inside it). Either may be a path, a page blob URL or an
 // agent:// disk; an agent disk hashes its own blocks (keyed, with a fresh
 // random key) so it is not read across the network.
 func cmdVerify(ctx context.Context, args []string) (err error) {
@@ -42,6 +43,8 @@ func cmdVerify(ctx context.Context, args []string) (err error) {
 	fs.BoolVar(&rf.allowLive, "allow-live", false, "read disks that are mounted or in use")
 	hashName := fs.String("hash", "xxh3", "block hash when a disk hashes itself (agent://): xxh3 or blake3")
 	registerVHD(fs, &rf.blob.vhd, false)
+	sourceLength := fs.Bool("source-length", false, "compare only the source's length: a longer target (an image on a larger device) is identical when its first bytes are; "+
+		"its excess is reported apart (bytes_excess in --json)")
 	rf.agent.register(fs)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "usage: deltasync verify [flags] SRC DST\nexit status 0: identical; 1: they differ; 2: error; 130, 143: interrupted\n"+sizesNote)
@@ -78,12 +81,20 @@ func cmdVerify(ctx context.Context, args []string) (err error) {
 		return err
 	}
 	var first *blockdiff.Extent
-	var differ int64
+	var differ, excess, extents int64
 	fn := func(e blockdiff.Extent) error {
+		if e.Kind == blockdiff.Excess {
+			// The target's bytes past the source's end.
+			excess += e.Len
+			if *sourceLength {
+				return nil
+			}
+		}
 		if first == nil {
 			first = &e
 		}
 		differ += e.Len
+		extents++
 		return nil
 	}
 	total = ds[0].Size()
@@ -109,7 +120,7 @@ func cmdVerify(ctx context.Context, args []string) (err error) {
 		return err
 	}
 	if *asJSON {
-		out := map[string]any{"identical": first == nil, "bytes_compared": st.Compared, "bytes_differ": differ, "extents": st.Extents, "seconds": st.Elapsed.Seconds()}
+		out := map[string]any{"identical": first == nil, "bytes_compared": st.Compared, "bytes_differ": differ, "bytes_excess": excess, "extents": extents, "seconds": st.Elapsed.Seconds()}
 		if first != nil {
 			out["first_difference"] = first.Off
 		}
@@ -117,11 +128,24 @@ func cmdVerify(ctx context.Context, args []string) (err error) {
 			return err
 		}
 	}
-	if first != nil {
-		return fmt.Errorf("%w: first difference at offset %d (%s, %d bytes); %d bytes differ in %d extents", errDiffer, first.Off, first.Kind, first.Len, differ, st.Extents)
+	srcSize := ds[0].Size()
+	switch {
+	case first != nil && differ == excess:
+		return fmt.Errorf("%w: first difference at offset %d (excess, %d bytes): identical over the source's %d bytes; the target has %d bytes more (-source-length compares only the source's length)",
+			errDiffer, first.Off, excess, srcSize, excess)
+	case first != nil && excess > 0:
+		return fmt.Errorf("%w: first difference at offset %d (%s, %d bytes); %d bytes differ in %d extents, %d of them the target's bytes past the source's end",
+			errDiffer, first.Off, first.Kind, first.Len, differ, extents, excess)
+	case first != nil:
+		return fmt.Errorf("%w: first difference at offset %d (%s, %d bytes); %d bytes differ in %d extents", errDiffer, first.Off, first.Kind, first.Len, differ, extents)
 	}
 	if !*asJSON {
-		fmt.Printf("identical: %s compared in %.2fs\n", bytesHuman(st.Compared), st.Elapsed.Seconds())
+		if excess > 0 {
+			fmt.Printf("identical over the source's %d bytes (%s compared in %.2fs); the target has %d bytes more, not compared (-source-length)\n",
+				srcSize, bytesHuman(st.Compared), st.Elapsed.Seconds(), excess)
+		} else {
+			fmt.Printf("identical: %s compared in %.2fs\n", bytesHuman(st.Compared), st.Elapsed.Seconds())
+		}
 	}
 	return nil
 }

@@ -293,6 +293,45 @@ func TestVHDFile(t *testing.T) {
 	sameBytes(t, "a refused dynamic VHD", dyn, dynBefore)
 }
 
+// verify -source-length compares only the source's length: an image on
+// a larger disk is identical over it (exit 0), and the target's excess is
+// reported apart; without the flag the excess alone is named as the
+// difference. Before, there was no such flag, and verify always reported
+// "excess".
+func TestVerifySourceLength(t *testing.T) {
+	dir := t.TempDir()
+	r := rand.New(rand.NewPCG(13, 6))
+	img, src := vhdImage(t, r, dir, "image.raw", 1<<20)
+	big, _ := blobImage(r, 3<<20)
+	copy(big, img)
+	dst := filepath.Join(dir, "device.raw")
+	writeFile(t, dst, big)
+
+	want(t, runCmd(t, "verify", src, dst), 1, "identical over the source's 1048576 bytes; the target has 2097152 bytes more", "-source-length")
+	o := runCmd(t, "verify", "-source-length", src, dst)
+	want(t, o, 0)
+	if !strings.Contains(o.stdout, "identical over the source's 1048576 bytes") || !strings.Contains(o.stdout, "the target has 2097152 bytes more") {
+		t.Errorf("verify -source-length says %q", o.stdout)
+	}
+	o = runCmd(t, "verify", "-source-length", "-json", src, dst)
+	want(t, o, 0)
+	var res struct {
+		Identical bool  `json:"identical"`
+		Excess    int64 `json:"bytes_excess"`
+		Differ    int64 `json:"bytes_differ"`
+	}
+	if err := json.Unmarshal([]byte(o.stdout), &res); err != nil || !res.Identical || res.Excess != 2<<20 || res.Differ != 0 {
+		t.Errorf("verify -source-length -json: %+v, %v\n%s", res, err, o.stdout)
+	}
+
+	big[4096] ^= 1
+	writeFile(t, dst, big)
+	want(t, runCmd(t, "verify", "-source-length", src, dst), 1, "first difference at offset 0")
+	want(t, runCmd(t, "verify", src, dst), 1, "2097152 of them the target's bytes past the source's end")
+	// A target shorter than the source differs, whatever the flag.
+	want(t, runCmd(t, "verify", "-source-length", dst, src), 1)
+}
+
 // A managed disk upload (emulated on Azurite: the blob created with its
 // size, as Azure creates a disk for upload) seeded from a raw image is a
 // fixed VHD that qemu-img reads as the image, and verify -vhd exits 0; an
