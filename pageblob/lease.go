@@ -190,11 +190,18 @@ func (b *Blob) renewLoop(ctx context.Context, l *lease) {
 }
 
 // releaseLease stops renewing and releases the lease. A lease already
-// lost is not an error of Close: the writes said so when it mattered.
+// lost is not an error of Close: the writes said so when it mattered. A
+// lease a journal names without evidence (a run whose watch neither
+// finished nor recorded its evidence: see witnessState.pending) is kept,
+// to expire by itself: the rerun renews it, which Azure allows after
+// expiry too if nobody touched the blob since.
 func (b *Blob) releaseLease(ctx context.Context) error {
 	l := b.lease.Load()
 	l.stop()
 	<-l.done
+	if b.wit.pending.Load() && !l.lost.Load() {
+		return nil
+	}
 	if l.lost.Load() {
 		b.forgetLease(l.id)
 		return nil

@@ -65,6 +65,11 @@ type witnessState struct {
 	mu      sync.Mutex  // serialises hold, Check, Watch and the mark
 	held    atomic.Bool // the lease is taken and the run's sequence number set
 	resumed atomic.Bool // Check took over the interrupted run's lease
+	// pending: a journal may name this lease with no evidence beside it
+	// (Check took it over, or a watch began, and neither Done, Abandon
+	// nor a successful Stopped ended it): Close keeps the lease, so that
+	// a rerun renews it.
+	pending atomic.Bool
 	// marked: the blob carries the incomplete mark now; wasMarked: it
 	// did before this Blob's run marked it (an earlier run did not
 	// finish). meta is the rest of the blob's metadata, kept when the
@@ -240,6 +245,7 @@ func (b *Blob) Watch(ctx context.Context, resumable bool) (disk.Watch, error) {
 	if err != nil {
 		return nil, err
 	}
+	b.wit.pending.Store(true)
 	return &blobWatch{b: b, token: string(tok)}, nil
 }
 
@@ -352,6 +358,7 @@ func (b *Blob) Check(ctx context.Context, token, evidence string) (string, error
 	}
 	b.noteMetadata(props.Metadata)
 	b.wit.resumed.Store(true)
+	b.wit.pending.Store(true)
 	return "", nil
 }
 
@@ -394,7 +401,11 @@ func (w *blobWatch) Stopped(ctx context.Context) (string, error) {
 		return "", b.wrap("properties", 0, 0, errors.New("no ETag in the blob's properties"))
 	}
 	ev, err := json.Marshal(witnessEvidence{V: 1, ETag: string(*props.ETag)})
-	return string(ev), err
+	if err != nil {
+		return "", err
+	}
+	b.wit.pending.Store(false) // the evidence holds without the lease
+	return string(ev), nil
 }
 
 // Done clears the incomplete mark (under the lease: a lost lease fails
@@ -405,6 +416,7 @@ func (w *blobWatch) Done(ctx context.Context) error {
 	}
 	w.ended = true
 	b := w.b
+	b.wit.pending.Store(false)
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
 	if b.mode == modeUpload {
@@ -415,5 +427,9 @@ func (w *blobWatch) Done(ctx context.Context) error {
 	return b.setMarkLocked(ctx, false)
 }
 
-// Abandon ends the watch: the blob stays marked incomplete.
-func (w *blobWatch) Abandon() { w.ended = true }
+// Abandon ends the watch: the blob stays marked incomplete, and Close
+// releases the lease (no journal trusts it).
+func (w *blobWatch) Abandon() {
+	w.ended = true
+	w.b.wit.pending.Store(false)
+}

@@ -495,7 +495,8 @@ func TestNoPriorSnapshotOfInterruptedRun(t *testing.T) {
 	if why, err := b.Check(ctx, wa.Token(), ""); err != nil || why != "" {
 		t.Fatalf("Check: %q, %v", why, err)
 	}
-	if _, err := b.Watch(ctx, true); err != nil {
+	wb, err := b.Watch(ctx, true)
+	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.WriteAt(randBytes(4096), 8192); err != nil {
@@ -504,7 +505,8 @@ func TestNoPriorSnapshotOfInterruptedRun(t *testing.T) {
 	if id := b.PriorSnapshot(); id != "" {
 		t.Fatalf("the resumed run took a prior snapshot %s of a half-synced blob", id)
 	}
-	b.Close() // stopped without Done: still marked incomplete
+	wb.Abandon() // its journal lost: still marked incomplete
+	b.Close()
 
 	c := openAgain(t, name, prior)
 	if _, err := c.Watch(ctx, true); err != nil {
@@ -836,6 +838,9 @@ func TestLeaseTakenOverFromDeadRun(t *testing.T) {
 	if _, err := c.WriteAt(randBytes(512), 0); err != nil {
 		t.Fatal(err)
 	}
+	if err := wc.Done(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := a.pb.UploadPages(ctx, streaming.NopCloser(bytes.NewReader(make([]byte, 512))), blob.HTTPRange{Offset: 512, Count: 512},
 		&pageblob.UploadPagesOptions{SequenceNumberAccessConditions: &pageblob.SequenceNumberAccessConditions{IfSequenceNumberEqualTo: to.Ptr(old.Seq)},
 			AccessConditions: &blob.AccessConditions{LeaseAccessConditions: &blob.LeaseAccessConditions{LeaseID: to.Ptr(old.Lease)}}}); !bloberror.HasCode(err, bloberror.SequenceNumberConditionNotMet) {
@@ -846,5 +851,51 @@ func TestLeaseTakenOverFromDeadRun(t *testing.T) {
 	}
 	if _, err := os.Stat(a.leaseFile()); !os.IsNotExist(err) {
 		t.Fatalf("the lease record outlived its release: %v", err)
+	}
+}
+
+// A run whose watch ended with no evidence (Stopped failed or never ran,
+// and no Done or Abandon) keeps its lease at Close, so that the rerun
+// renews it and resumes; one that recorded its evidence, finished or
+// was abandoned releases it.
+func TestCloseKeepsLeaseWithoutEvidence(t *testing.T) {
+	ctx := context.Background()
+	a, _ := newTarget(t, 1<<20)
+	w, err := a.Watch(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.WriteAt(randBytes(4096), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b := openAgain(t, a.loc.Blob, nil)
+	if why, err := b.Check(ctx, w.Token(), ""); err != nil || why != "" {
+		t.Fatalf("Check after a Close with no evidence: %q, %v (the lease was released?)", why, err)
+	}
+	wb, err := b.Watch(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wb.Stopped(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c := openAgain(t, a.loc.Blob, nil)
+	wc, err := c.Watch(ctx, true)
+	if err != nil {
+		t.Fatalf("Watch after a Close that recorded its evidence (the lease was kept?): %v", err)
+	}
+	wc.Abandon()
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d := openAgain(t, a.loc.Blob, nil)
+	if _, err := d.Watch(ctx, true); err != nil {
+		t.Fatalf("Watch after an abandoned watch's Close: %v", err)
 	}
 }
