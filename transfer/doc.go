@@ -107,10 +107,14 @@
 //	                watchdog after SIGKILL, before after SIGKILL, the flush moved the      (writes to device nodes make no
 //	                and after its flush)           counters (the run left dirty pages:     fanotify events); as for files, for
 //	                                               devices rarely resume after SIGKILL)    the backing file of a loop device
-//	page blob       the lease ID (a secret; the    the lease cannot be renewed: it was     none known on Azure; see pageblob
-//	(pageblob)      journal is kept 0600); a new   broken, taken, or the blob modified     for Azurite's differences
-//	                sequence number before the     after it expired
-//	                first write of each run
+//	page blob       the lease ID (a secret; the    the lease cannot be renewed: it was     a Put Page cancelled by a clean stop
+//	(pageblob)      journal is kept 0600) and the  broken, released, taken, or the blob    but still applied by the service
+//	                sequence number; after a clean modified after it expired; after a      after the ETag was read makes the
+//	                stop, the blob's ETag; a new   clean stop, the ETag moved; the         evidence fail (safe: compare all);
+//	                sequence number before each    sequence number is not the run's        Azurite behaves as Azure here
+//	                run's first write, so writes
+//	                of a killed run still in
+//	                flight are refused
 //	agent disk      the agent records, when a      another session wrote the disk, or      as for the local disk the agent
 //	(agent)         writing session ends (even     the disk's own evidence (as local       serves; an agent restart forgets
 //	                by a dropped connection),      file or device) fails                   its records: compare all
