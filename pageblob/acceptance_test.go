@@ -559,7 +559,7 @@ func TestAzuriteResumeAfterKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !st2.Resumed || st2.ResumedFrom <= 0 {
-		t.Fatalf("the rerun did not resume: resumed %v from %d", st2.Resumed, st2.ResumedFrom)
+		t.Fatalf("the rerun did not resume: resumed %v from %d (%q)", st2.Resumed, st2.ResumedFrom, st2.JournalDiscardedReason)
 	}
 	t.Logf("rerun resumed from %d (%.0f%%), wrote %d bytes, compared %d", st2.ResumedFrom, 100*float64(st2.ResumedFrom)/size, st2.Written, st2.Compared)
 	downloadMatches(t, blobURL, img)

@@ -97,6 +97,9 @@ type witnessToken struct {
 type witnessEvidence struct {
 	V    int    `json:"v"`
 	ETag string `json:"etag"`
+	// Seq is the sequence number Stopped set before reading the ETag
+	// (0 in evidence of earlier versions: the token's).
+	Seq int64 `json:"seq,omitempty"`
 }
 
 // noteMetadata records the blob's metadata as read from its properties.
@@ -324,6 +327,7 @@ func (b *Blob) Check(ctx context.Context, token, evidence string) (string, error
 	}
 	var l *lease
 	var err error
+	var evSeq int64
 	if evidence == "" {
 		// Killed: the lease is the evidence, kept by Azure.
 		l, err = b.renewLease(ctx, tok.Lease, dur)
@@ -339,6 +343,7 @@ func (b *Blob) Check(ctx context.Context, token, evidence string) (string, error
 		if err := json.Unmarshal([]byte(evidence), &ev); err != nil || ev.V != 1 || ev.ETag == "" {
 			return "the journal's evidence for this page blob does not parse", nil
 		}
+		evSeq = ev.Seq
 		l, err = b.acquireLease(ctx, tok.Lease, dur, ev.ETag)
 		if err != nil {
 			if bloberror.HasCode(err, bloberror.ConditionNotMet) {
@@ -353,7 +358,11 @@ func (b *Blob) Check(ctx context.Context, token, evidence string) (string, error
 	if err != nil {
 		return "", b.wrap("properties", 0, 0, err)
 	}
-	if props.BlobSequenceNumber == nil || *props.BlobSequenceNumber != tok.Seq {
+	wantSeq := tok.Seq
+	if evSeq != 0 {
+		wantSeq = evSeq
+	}
+	if props.BlobSequenceNumber == nil || *props.BlobSequenceNumber != wantSeq {
 		return "the blob's sequence number is no longer the one its interrupted run set: something else changed it", nil
 	}
 	b.noteMetadata(props.Metadata)
@@ -393,6 +402,14 @@ func (w *blobWatch) Stopped(ctx context.Context) (string, error) {
 	if err := b.confirmLease(ctx, "lease"); err != nil {
 		return "", err
 	}
+	// A cancelled Put Page may still reach the service after this: a new
+	// sequence number first, so that it is refused instead of moving the
+	// ETag read next.
+	if b.cl.opts.SequenceNumber == 0 {
+		if err := b.setSequenceNumber(ctx, b.seq.Load()); err != nil {
+			return "", err
+		}
+	}
 	props, err := b.pb.GetProperties(ctx, nil)
 	if err != nil {
 		return "", b.wrap("properties", 0, 0, err)
@@ -400,7 +417,7 @@ func (w *blobWatch) Stopped(ctx context.Context) (string, error) {
 	if props.ETag == nil || *props.ETag == "" {
 		return "", b.wrap("properties", 0, 0, errors.New("no ETag in the blob's properties"))
 	}
-	ev, err := json.Marshal(witnessEvidence{V: 1, ETag: string(*props.ETag)})
+	ev, err := json.Marshal(witnessEvidence{V: 1, ETag: string(*props.ETag), Seq: b.seq.Load()})
 	if err != nil {
 		return "", err
 	}
