@@ -452,14 +452,11 @@ func (d *Disk) evidenceDir() (string, error) {
 	if d.stateDir != "" {
 		return filepath.Join(d.stateDir, "evidence"), nil
 	}
-	if d := os.Getenv("XDG_STATE_HOME"); d != "" && filepath.IsAbs(d) {
-		return filepath.Join(d, "deltasync", "evidence"), nil
-	}
-	home, err := os.UserHomeDir()
+	dir, err := disk.DefaultStateDir()
 	if err != nil {
 		return "", err
 	}
-	return filepath.Join(home, ".local", "state", "deltasync", "evidence"), nil
+	return filepath.Join(dir, "evidence"), nil
 }
 
 func (w *watch) startWatchdog() error {

@@ -1,6 +1,8 @@
 package pageblob
 
 import (
+	"github.com/deltasync/deltasync/disk"
+
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -42,13 +44,11 @@ type leaseRecord struct {
 func (b *Blob) leaseDir() string {
 	dir := b.cl.opts.StateDir
 	if dir == "" {
-		if d := os.Getenv("XDG_STATE_HOME"); d != "" && filepath.IsAbs(d) {
-			dir = filepath.Join(d, "deltasync")
-		} else if home, err := os.UserHomeDir(); err == nil {
-			dir = filepath.Join(home, ".local", "state", "deltasync")
-		} else {
+		d, err := disk.DefaultStateDir()
+		if err != nil {
 			return ""
 		}
+		dir = d
 	}
 	return filepath.Join(dir, "leases")
 }

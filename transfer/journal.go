@@ -18,6 +18,7 @@ import (
 	"syscall"
 
 	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 )
 
 // JournalStore keeps journals by key. Keys are short lowercase hex
@@ -52,14 +53,11 @@ type DirStore struct {
 // DefaultStateDir returns $XDG_STATE_HOME/deltasync, or, when that is not
 // set, ~/.local/state/deltasync. It reads the environment when called.
 func DefaultStateDir() (string, error) {
-	if d := os.Getenv("XDG_STATE_HOME"); d != "" && filepath.IsAbs(d) {
-		return filepath.Join(d, "deltasync"), nil
-	}
-	home, err := os.UserHomeDir()
+	d, err := disk.DefaultStateDir()
 	if err != nil {
-		return "", fmt.Errorf("transfer: no state directory for journals: %w", err)
+		return "", fmt.Errorf("transfer: for journals: %w", err)
 	}
-	return filepath.Join(home, ".local", "state", "deltasync"), nil
+	return d, nil
 }
 
 func (s DirStore) path(key string) (dir, file string, err error) {
