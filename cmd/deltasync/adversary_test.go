@@ -24,7 +24,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -486,19 +485,7 @@ func adversaryRound(t *testing.T, rng *rand.Rand, mk func(*testing.T, []byte) (a
 	// The rerun, as a user would run it again.
 	rerun := func(more ...string) outcome {
 		a := append([]string{verb, "-json", "-journal-dir", jdir}, more...)
-		a = append(append(a, extraFlags...), srcPath, tgt.arg())
-		cmd, so, se := command(t, a...)
-		cmd.Env = append(cmd.Env, extraEnv...)
-		err := cmd.Run()
-		o := outcome{args: a, stdout: so.String(), stderr: se.String()}
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			o.code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		noPanic(t, o.stderr)
-		return o
+		return runCmdEnv(t, extraEnv, append(append(a, extraFlags...), srcPath, tgt.arg())...)
 	}
 	o := rerun()
 	if o.code == 2 && strings.Contains(o.stderr, "refused") {

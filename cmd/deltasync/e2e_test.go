@@ -108,7 +108,14 @@ func stateHome(t *testing.T) string {
 // error of the test.
 func runCmd(t *testing.T, args ...string) outcome {
 	t.Helper()
+	return runCmdEnv(t, nil, args...)
+}
+
+// runCmdEnv is runCmd with more environment variables.
+func runCmdEnv(t *testing.T, env []string, args ...string) outcome {
+	t.Helper()
 	cmd, so, se := command(t, args...)
+	cmd.Env = append(cmd.Env, env...)
 	timer := time.AfterFunc(2*time.Minute, func() { cmd.Process.Kill() })
 	err := cmd.Run()
 	timer.Stop()
