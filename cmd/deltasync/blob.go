@@ -8,10 +8,8 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"os/signal"
 	"regexp"
 	"strings"
-	"syscall"
 
 	"github.com/deltasync/deltasync/pageblob"
 	"github.com/deltasync/deltasync/transfer"
@@ -108,9 +106,12 @@ func shown(arg string) string {
 
 // openContext is the context of opening a blob: cancelled by Ctrl-C or
 // SIGTERM (opening sends requests, retried for minutes when the network
-// is down).
+// is down). It derives from the process's signal context, so that the
+// signal is in caught before an open fails with its cancellation (a
+// context of its own, cancelled by its own signal.Notify, raced the
+// record: "context canceled", exit 2 instead of 143).
 func openContext() (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	return context.WithCancel(signalCtx)
 }
 
 // openBlobSource opens a page blob (or a snapshot, ?snapshot=) read-only:

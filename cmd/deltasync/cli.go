@@ -144,11 +144,16 @@ func scrub(s string) string {
 // caught is the first SIGINT or SIGTERM the process received, or nil.
 var caught atomic.Pointer[os.Signal]
 
+// signalCtx is the context signalContext made (Background before it
+// runs, as in tests that call run directly).
+var signalCtx = context.Background()
+
 // signalContext is cancelled by the first SIGINT or SIGTERM, which is
 // kept in caught; a second one ends the process at once (what the run
 // saved last is what a rerun resumes from).
 func signalContext() context.Context {
 	ctx, cancel := context.WithCancel(context.Background())
+	signalCtx = ctx
 	c := make(chan os.Signal, 2)
 	signal.Notify(c, os.Interrupt, syscall.SIGTERM)
 	go func() {

@@ -34,6 +34,9 @@ import (
 var bin string
 
 func TestMain(m *testing.M) {
+	if os.Getenv("DELTASYNC_SIGNAL_CHILD") == "1" {
+		os.Exit(m.Run()) // a child of TestOpenContextAfterCaughtProcess: no binary needed
+	}
 	dir, err := os.MkdirTemp("", "deltasync-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
