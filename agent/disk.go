@@ -296,7 +296,10 @@ func appendVarints(b []byte, vs ...int64) []byte {
 }
 
 // HashBlocks has the agent hash its disk's blocks with h (its algorithm
-// and key travel inside TLS) over opts' range, BlockSize and Hints, and
+// and key travel inside TLS) over opts' range, BlockSize and Hints (and
+// with O_DIRECT when opts.Direct is DirectAlways, as after a failed
+// flush; the agent also does so by itself on a disk whose flush failed
+// since it started), and
 // returns the hashes as they stream in; the agent stays at most the
 // Client's HashWindow blocks ahead of Next. Hashing starts after every
 // write queued before it. Cancelling ctx stops the stream.
@@ -327,11 +330,14 @@ func (d *Disk) HashBlocks(ctx context.Context, h blockdiff.Hasher, opts *blockdi
 	f = appendU64(f, uint64(o.Offset))
 	f = appendU64(f, uint64(o.Length))
 	f = appendU32(f, uint32(d.window))
+	var flags byte
 	if o.Hints != nil {
-		f = append(f, 1)
-	} else {
-		f = append(f, 0)
+		flags |= hashHints
 	}
+	if o.Direct == blockdiff.DirectAlways {
+		flags |= hashDirect
+	}
+	f = append(f, flags)
 	f = binary.AppendUvarint(f, uint64(len(o.Hints)))
 	for _, x := range o.Hints {
 		if x.Off < 0 || x.Len < 0 {

@@ -137,9 +137,15 @@
 //     the generation, all before it closes the disk, so before another
 //     session can open it: one that asks meanwhile is refused as busy
 //     after a short wait. A write or flush that failed in the session, a
-//     failed flush at the end (the disk's cached pages are then dropped),
-//     or a write after the run's Stopped is recorded as the reason the
-//     evidence cannot hold.
+//     failed flush at the end, or a write after the run's Stopped is
+//     recorded as the reason the evidence cannot hold.
+//   - A failed flush of a disk, in any session, drops the disk's cached
+//     pages and marks the disk: until the agent restarts, it hashes that
+//     disk with O_DIRECT for every session, because pages whose
+//     write-back failed may stay cached, clean, holding data the disk does
+//     not have. A client whose journal says a flush failed asks for
+//     O_DIRECT hashing itself (the hash request's direct flag), which
+//     covers an agent restarted since.
 //   - Check (the rerun, before its first change) holds only if the agent
 //     has that watch's record, no session changed the disk since (the
 //     generation), nothing failed, and the disk's own evidence is

@@ -367,6 +367,22 @@ func parseOp(typ uint8, id uint32, p []byte) (*op, error) {
 	return o, nil
 }
 
+// flushFailed records a failed flush of the session's disk: the first
+// error is the session's; the disk is marked in the book, so that every
+// session hashes it with O_DIRECT from now on; and its cached pages are
+// dropped, so that plain reads come from the disk rather than from pages
+// whose write-back failed.
+func (ss *session) flushFailed(err error) {
+	if ss.flushErr == nil {
+		ss.flushErr = err
+	}
+	if !ss.s.book.mustReadDirect(ss.d.Identity()) {
+		ss.s.o.Logf("agent: disk %s: a flush failed (%s); it is hashed with O_DIRECT until the agent restarts", ss.d.Identity(), errMsg(err))
+	}
+	ss.s.book.failedFlush(ss.d.Identity())
+	_ = ss.d.DropCache(0, ss.d.Size())
+}
+
 // applier performs ordered messages one after the other, so that a flush
 // or a resize follows every write sent before it.
 func (ss *session) applier(ctx context.Context) {
@@ -378,8 +394,8 @@ func (ss *session) applier(ctx context.Context) {
 			err := ss.failed
 			if err == nil {
 				err = ss.d.Flush(ctx)
-				if err != nil && ss.flushErr == nil {
-					ss.flushErr = err
+				if err != nil {
+					ss.flushFailed(err)
 				}
 			}
 			ss.reply(o.id, err, nil)
@@ -600,6 +616,12 @@ func (ss *session) stream(id uint32) *serverStream {
 	return ss.streams[id]
 }
 
+// The flags of an mHash request.
+const (
+	hashHints  = 1 << 0 // hints follow (none is not "no hints": it hashes nothing)
+	hashDirect = 1 << 1 // read the disk with O_DIRECT (blockdiff.DirectAlways)
+)
+
 // hashReq is a parsed mHash payload.
 type hashReq struct {
 	h      blockdiff.Hasher
@@ -616,7 +638,8 @@ func parseHash(p []byte) (hashReq, error) {
 	r.opts.Offset = d.i64("hash offset")
 	r.opts.Length = d.i64("hash length")
 	r.credit = int64(d.u32("credit"))
-	hasHints := d.u8("hints flag")
+	flags := d.u8("hash flags")
+	hasHints := flags & hashHints
 	nh := d.uvarint("hints")
 	if d.err != nil {
 		return r, d.err
@@ -631,8 +654,11 @@ func parseHash(p []byte) (hashReq, error) {
 	if r.credit < minCredit || r.credit > maxCredit {
 		return r, badOptions("credit %d (%d to %d)", r.credit, minCredit, maxCredit)
 	}
-	if hasHints > 1 || nh > maxHints || (hasHints == 0 && nh != 0) {
+	if flags&^(hashHints|hashDirect) != 0 || nh > maxHints || (hasHints == 0 && nh != 0) {
 		return r, protoErr("malformed hints")
+	}
+	if flags&hashDirect != 0 {
+		r.opts.Direct = blockdiff.DirectAlways
 	}
 	// Offset+Length must not overflow (blockdiff would wrap it): a
 	// longer length means to the end.
@@ -673,6 +699,9 @@ func (ss *session) startHash(o *op) error {
 	ss.streams[o.id] = st
 	ss.mu.Unlock()
 	req.opts.Concurrency = ss.s.o.HashConcurrency
+	if ss.s.book.mustReadDirect(ss.d.Identity()) {
+		req.opts.Direct = blockdiff.DirectAlways
+	}
 	ss.workers.Add(1)
 	go func() {
 		defer ss.workers.Done()

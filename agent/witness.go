@@ -191,6 +191,14 @@ type witnessBook struct {
 type diskBook struct {
 	gen  uint64        // moves when a session starts changing the disk
 	recs []watchRecord // oldest first
+	// flushFailed: a flush of the disk failed since the agent started.
+	// Pages whose write-back failed may sit in the page cache, clean,
+	// holding data the disk does not have, and a later fsync does not
+	// report it again: from then on the agent hashes the disk with
+	// O_DIRECT (blockdiff.DirectAlways), for every session, until it
+	// restarts (a client whose journal says a flush failed asks for
+	// direct reads itself, which covers a restarted agent).
+	flushFailed bool
 }
 
 // watchRecord is what was recorded when a watched session ended.
@@ -218,6 +226,21 @@ func (b *witnessBook) changed(key string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.disk(key).gen++
+}
+
+// failedFlush notes that a flush of disk key failed.
+func (b *witnessBook) failedFlush(key string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.disk(key).flushFailed = true
+}
+
+// mustReadDirect tells whether disk key must be read with O_DIRECT: a
+// flush of it failed since the agent started.
+func (b *witnessBook) mustReadDirect(key string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.disk(key).flushFailed
 }
 
 // record keeps what a session recorded at its end.
@@ -361,12 +384,9 @@ func (ss *session) recordWatch(ctx context.Context) {
 	}
 	if r.why == "" && ss.changed {
 		if err := ss.d.Flush(ctx); err != nil {
-			ss.flushErr = err
+			ss.flushFailed(err)
 			r.why = "flushing the disk failed on the agent when the run's session ended (" + errMsg(err) + ")"
 		}
-	}
-	if ss.flushErr != nil {
-		_ = ss.d.DropCache(0, ss.d.Size())
 	}
 	if r.why == "" {
 		ev, err := w.lw.Stopped(ctx)
