@@ -35,9 +35,14 @@ const agentUsage = `usage:
 Clients name a served disk agent://HOST:PORT/NAME, with the token in
 DELTASYNC_AGENT_TOKEN or -agent-token-file, and -agent-pin or -agent-ca.
 Writes to an agent are pipelined; a sync onto one saves its journal once the
-agent has applied the writes before it, stamped with the agent machine's
-boot, so an interrupted run resumes from its last save unless that machine
-rebooted since (then it compares everything again). -fsync checkpoint
+agent has applied the writes before it. When a writing session ends without
+its run finishing (Ctrl-C, a dropped connection, a killed client), the agent
+applies what it received, flushes the disk and records its evidence (file
+identity and ctime, or a device's write counters), and refuses a new writer
+on that disk until that is done; a rerun resumes from its last save only if
+the agent still holds that evidence and the disk has not changed since. The
+evidence lives in the agent's memory: after the agent restarts (or its
+machine reboots) a rerun compares everything again. -fsync checkpoint
 flushes the agent's disk before every save instead.
 `
 
