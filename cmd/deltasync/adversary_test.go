@@ -136,10 +136,47 @@ func (f *fileTarget) onFaultFS(t *testing.T, b []byte) (unmount func(), ok bool)
 	return f.ffs.Unmount, true
 }
 
+// flushFaulter is a target that can be moved onto a fault file system
+// for the fail-flush rounds.
+type flushFaulter interface {
+	// onFaultFS moves the target, holding b, onto a file system whose
+	// next fsync of dst.img can be made to fail; false when it cannot
+	// be mounted here.
+	onFaultFS(t *testing.T, b []byte) (unmount func(), ok bool)
+	faultFS() *faultfs.FS
+}
+
+func (f *fileTarget) faultFS() *faultfs.FS { return f.ffs }
+
+// onFaultFS attaches the loop device to a backing file on a fault file
+// system: the device's flush is the backing file's fsync, which fails.
+func (l *loopTarget) onFaultFS(t *testing.T, b []byte) (unmount func(), ok bool) {
+	if faultfs.Available() != nil {
+		return nil, false
+	}
+	backing := t.TempDir()
+	writeFile(t, filepath.Join(backing, "dst.img"), b)
+	l.ffs = faultfs.Mount(t, backing)
+	exec.Command("losetup", "--detach", l.dev).Run()
+	l.backing = l.ffs.Path("dst.img")
+	out, err := exec.Command("losetup", "--find", "--show", l.backing).CombinedOutput()
+	if err != nil {
+		t.Fatalf("losetup on the fault file system: %v: %s", err, out)
+	}
+	l.dev = strings.TrimSpace(string(out))
+	return func() {
+		exec.Command("losetup", "--detach", l.dev).Run()
+		l.ffs.Unmount()
+	}, true
+}
+
+func (l *loopTarget) faultFS() *faultfs.FS { return l.ffs }
+
 // loopTarget is a loop device over an image file.
 type loopTarget struct {
 	dev, backing string
-	last         string // the path the last write went to
+	last         string      // the path the last write went to
+	ffs          *faultfs.FS // the fail-flush rounds' backing file system
 }
 
 func (l *loopTarget) kind() string { return "loop" }
@@ -177,6 +214,22 @@ func (l *loopTarget) perturb(*testing.T, *rand.Rand, string, int64, []byte) {}
 type agentTarget struct {
 	fileTarget      // the served file, written by the adversary directly
 	url, pin, token string
+	// faulty returns an agent serving dst.img on a fault file system,
+	// started once for the test.
+	faulty func() (ffs *faultfs.FS, url, pin, token string, ok bool)
+}
+
+// onFaultFS points the target at the agent whose disk is on a fault
+// file system: the agent's flush fails, and the client hears of it.
+func (a *agentTarget) onFaultFS(t *testing.T, b []byte) (unmount func(), ok bool) {
+	ffs, url, pin, token, ok := a.faulty()
+	if !ok {
+		return nil, false
+	}
+	a.ffs, a.url, a.pin, a.token = ffs, url, pin, token
+	a.path = ffs.Path("dst.img")
+	writeFile(t, a.path, b)
+	return func() {}, true
 }
 
 func (a *agentTarget) kind() string    { return "agent" }
@@ -188,7 +241,12 @@ func (a *agentTarget) flags() []string { return []string{"-agent-pin", a.pin} }
 // agentFixture starts one agent for the test, serving dir/served.img.
 func agentFixture(t *testing.T) (served, url, pin, token string) {
 	dir := t.TempDir()
-	served = filepath.Join(dir, "served.img")
+	return agentFixtureOf(t, dir, filepath.Join(dir, "served.img"))
+}
+
+// agentFixtureOf starts one agent for the test, serving served, its
+// certificate and tokens in dir.
+func agentFixtureOf(t *testing.T, dir, served string) (_, url, pin, token string) {
 	writeFile(t, served, nil)
 	env := []string{"XDG_STATE_HOME=" + dir}
 	if code, _, se := agentRun(t, env, "agent", "cert", "-hosts", "127.0.0.1", "-cert", filepath.Join(dir, "cert.pem"), "-key", filepath.Join(dir, "key.pem")); code != 0 {
@@ -316,9 +374,29 @@ func TestAdversary(t *testing.T) {
 		})
 	}
 	served, aurl, apin, atok := agentFixture(t)
+	var faulty struct {
+		done            bool
+		ffs             *faultfs.FS
+		url, pin, token string
+	}
+	faultyAgent := func() (*faultfs.FS, string, string, string, bool) {
+		if !faulty.done {
+			faulty.done = true
+			if faultfs.Available() == nil {
+				dir := t.TempDir()
+				backing := filepath.Join(dir, "backing")
+				if err := os.Mkdir(backing, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				faulty.ffs = faultfs.Mount(t, backing)
+				_, faulty.url, faulty.pin, faulty.token = agentFixtureOf(t, dir, faulty.ffs.Path("dst.img"))
+			}
+		}
+		return faulty.ffs, faulty.url, faulty.pin, faulty.token, faulty.ffs != nil
+	}
 	kinds = append(kinds, func(t *testing.T, b []byte) (advTarget, func()) {
 		writeFile(t, served, b)
-		return &agentTarget{fileTarget: fileTarget{path: served}, url: aurl, pin: apin, token: atok}, func() {}
+		return &agentTarget{fileTarget: fileTarget{path: served}, url: aurl, pin: apin, token: atok, faulty: faultyAgent}, func() {}
 	})
 	tallies := map[string]*advTally{}
 	for _, mk := range kinds {
@@ -371,9 +449,12 @@ func adversaryRound(t *testing.T, rng *rand.Rand, mk func(*testing.T, []byte) (a
 		}
 		what = ex[rng.IntN(len(ex))]
 	}
+	var faults *faultfs.FS // the fail-flush rounds' file system
 	if what == "fail-flush" {
-		// Files only (not the agent's, which embeds fileTarget).
-		ft, ok := tgt.(*fileTarget)
+		// A page blob has no flush: a Put Page acknowledged is durable,
+		// and a failed one is a write error, which poisons the journal
+		// as transfer's tests show.
+		ft, ok := tgt.(flushFaulter)
 		if !ok {
 			return
 		}
@@ -382,6 +463,7 @@ func adversaryRound(t *testing.T, rng *rand.Rand, mk func(*testing.T, []byte) (a
 			return
 		}
 		defer unmount()
+		faults = ft.faultFS()
 	}
 	if f := os.Getenv("DELTASYNC_ADVERSARY_KINDS"); f != "" && !strings.Contains(","+f+",", ","+tgt.kind()+",") {
 		return
@@ -464,16 +546,21 @@ func adversaryRound(t *testing.T, rng *rand.Rand, mk func(*testing.T, []byte) (a
 		}
 	case "fail-flush":
 		// The same command run to its end, its flush failing.
-		ffs := tgt.(*fileTarget).ffs
-		ffs.FailNextFsync("dst.img")
-		o := runCmd(t, verb, "-q", "-journal-dir", jdir, srcPath, tgt.arg())
+		faults.FailNextFsync("dst.img")
+		o := runCmdEnv(t, extraEnv, append(append([]string{verb, "-json", "-journal-dir", jdir}, extraFlags...), srcPath, tgt.arg())...)
+		var fr result
+		json.Unmarshal([]byte(o.stdout), &fr)
 		switch {
-		case ffs.Armed("dst.img"):
+		case faults.Armed("dst.img"):
 			// Nothing was left to write, so nothing was flushed.
-			ffs.Disarm("dst.img")
+			faults.Disarm("dst.img")
 			if o.code != 0 {
 				t.Errorf("%s: the run meant to fail its flush failed otherwise\n%s", key, o)
 			}
+		case tgt.kind() == "agent" && o.code == 0 && strings.Contains(fr.JournalDiscardedReason, "flush"):
+			// The failure went to the agent's flush of the killed run's
+			// session, which it drains after the test armed it: the run
+			// saw a failed flush in the evidence and compared everything.
 		case o.code != 2 || !strings.Contains(o.stderr, "flush"):
 			t.Errorf("%s: the run whose flush failed: want exit 2 naming the flush\n%s", key, o)
 		}
