@@ -11,3 +11,12 @@ import "errors"
 // disk itself does), and the rerun's Check decides. Only a disk whose
 // Witness covers what happened after the connection dropped may wrap it.
 var ErrDisconnected = errors.New("disk: disconnected")
+
+// ErrFlushFailed is wrapped by the error of a Witness's Check whose
+// evidence shows that a flush of the target failed after the journal's
+// run stopped writing (a watchdog's flush of a killed run's writes): what
+// that run wrote may be lost on the disk while the page cache holds it,
+// clean, and a later fsync does not report the failure again. The engine
+// then discards the journal, as for evidence that does not hold, and
+// reads the target with O_DIRECT, as after a run whose own flush failed.
+var ErrFlushFailed = errors.New("disk: a flush of the target failed")

@@ -36,7 +36,10 @@ type Witness interface {
 	// evidence is what Stopped returned, or "" when the run did not stop
 	// cleanly. It returns "" when the evidence holds, or a sentence
 	// saying why not; err is for a check that could not be made (a
-	// network failure), not for evidence that fails.
+	// network failure), not for evidence that fails, with one exception:
+	// evidence showing that a flush of the target failed after the run
+	// stopped is an error wrapping ErrFlushFailed, so that the engine
+	// also reads the target with O_DIRECT.
 	Check(ctx context.Context, token, evidence string) (why string, err error)
 }
 

@@ -24,9 +24,30 @@ func (d *Disk) Flush(ctx context.Context) error {
 		return nil
 	}
 	if err := d.control(func(fd int) error { return retryEINTR(func() error { return unix.Fdatasync(fd) }) }); err != nil {
+		// Pages whose write-back failed may stay cached, clean, holding
+		// what the disk lost: drop them (a loop device's backing file's
+		// too), so that what is read next comes from the disk.
+		_ = d.DropCache(0, d.size.Load())
 		return newError("flush", d.path, -1, 0, fmt.Errorf("fdatasync: %w", err))
 	}
 	return nil
+}
+
+// dropLoopBacking drops the cached pages of the file backing the loop
+// device rdev, if it is one: the device's reads come from that file's
+// page cache, which a failed write-back leaves holding what the disk
+// lost.
+func dropLoopBacking(rdev uint64) {
+	b, err := os.ReadFile(filepath.Join(sysDir(rdev), "loop", "backing_file"))
+	if err != nil {
+		return
+	}
+	f, err := os.OpenFile(strings.TrimSpace(string(b)), os.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+	f.Close()
 }
 
 // Resize sets the size of a target. A file is truncated or extended
@@ -69,6 +90,9 @@ func (d *Disk) DropCache(off, n int64) error {
 	}
 	if err := d.control(func(fd int) error { return unix.Fadvise(fd, off, n, unix.FADV_DONTNEED) }); err != nil {
 		return newError("drop cache", d.path, off, n, fmt.Errorf("posix_fadvise DONTNEED: %w", err))
+	}
+	if d.kind == BlockDevice {
+		dropLoopBacking(d.rdev)
 	}
 	return nil
 }

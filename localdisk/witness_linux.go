@@ -99,6 +99,11 @@ type evidence struct {
 	// Unflushed: the device still had the killed run's writes to write
 	// back when the watchdog came (see watchdogMain). Never holds.
 	Unflushed bool `json:"unflushed,omitempty"`
+	// FlushFailed: the watchdog's flush of the killed run's writes
+	// failed (its error, without the path). Never holds; Check returns
+	// an error wrapping disk.ErrFlushFailed, so the rerun reads the
+	// device with O_DIRECT.
+	FlushFailed string `json:"flush_failed,omitempty"`
 }
 
 // fileEvidence reads the evidence of the file open at fd (any fd,
@@ -310,6 +315,9 @@ func (d *Disk) Check(ctx context.Context, tok, ev string) (string, error) {
 	var was evidence
 	if err := json.Unmarshal([]byte(ev), &was); err != nil || was.V != 1 {
 		return "the journal's evidence is not one of localdisk's", nil
+	}
+	if was.FlushFailed != "" {
+		return "", fmt.Errorf("%w: the watchdog's flush of the killed run's writes failed (%s), so nothing that run wrote is trusted", disk.ErrFlushFailed, was.FlushFailed)
 	}
 	now, err := d.current()
 	if err != nil {
@@ -632,9 +640,20 @@ func watchdogMain() int {
 			var before *evidence
 			before, err = deviceEvidence(st.Rdev)
 			if dev, oerr := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", target), os.O_RDONLY|syscall.O_NONBLOCK, 0); err == nil && oerr == nil {
-				unix.Fdatasync(int(dev.Fd())) // the run's dirty pages reach the device
+				// The run's dirty pages reach the device. This flush may
+				// be the one to see a write-back failure, which no later
+				// fsync reports again: it is recorded, and the cached
+				// pages, which may hold what the device lost, dropped.
+				ferr := unix.Fdatasync(int(dev.Fd()))
+				if ferr != nil {
+					unix.Fadvise(int(dev.Fd()), 0, 0, unix.FADV_DONTNEED)
+					dropLoopBacking(st.Rdev)
+				}
 				dev.Close()
 				e, err = deviceEvidence(st.Rdev)
+				if err == nil && ferr != nil {
+					e.FlushFailed = ferr.Error()
+				}
 				if err == nil && e.differs(before) != "" {
 					e.Unflushed = true
 				}

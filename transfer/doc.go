@@ -127,11 +127,16 @@
 // whose write-back failed may stay in the page cache, clean, holding data
 // the disk does not have, and a later fsync does not report the error
 // again (cmd/deltasync's TestFailedFlush shows it on internal/faultfs, a
-// FUSE file system that fails a flush so). A target that hashes its own
-// blocks (an agent's disk) is asked to hash with O_DIRECT then (the
-// agent also does so by itself on a disk whose flush failed). A source whose version changed
-// (a file's ctime and birth time are part of it) is refused by the
-// journal's identity. A target stays marked incomplete (an
+// FUSE file system that fails a flush so). The same holds when the flush
+// that fails is not the run's own but the one a device's watchdog makes
+// of a killed run's writes: Check then returns an error wrapping
+// disk.ErrFlushFailed (TestFailedFlushWatchdog). The target's cached
+// pages are dropped too (a loop device's backing file's as well, since
+// the device reads through that file's cache). A target that hashes its
+// own blocks (an agent's disk) is asked to hash with O_DIRECT then (the
+// agent also does so by itself on a disk whose flush failed). A source
+// whose version changed (a file's ctime and birth time are part of it) is
+// refused by the journal's identity. A target stays marked incomplete (an
 // extended attribute on a file, metadata on a blob) while runs write it,
 // until one succeeds.
 //

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 	"github.com/deltasync/deltasync/internal/bootid"
 )
 
@@ -88,10 +89,7 @@ func (r *run) openJournal(ctx context.Context) error {
 		return r.discard(ctx, "it was saved without a flush before the machine rebooted")
 	case rec.Poisoned != "":
 		if rec.FlushFailed {
-			// Pages whose write-back failed may sit in the page cache,
-			// clean, holding data the disk does not have: read the
-			// device itself.
-			r.c.DirectReads = blockdiff.DirectAlways
+			r.distrustCache()
 		}
 		return r.discard(ctx, "the run that saved it failed to write the target ("+rec.Poisoned+"), so nothing it wrote is trusted")
 	}
@@ -104,6 +102,11 @@ func (r *run) openJournal(ctx context.Context) error {
 		return r.discard(ctx, "the journal holds no evidence that nothing else wrote the target since")
 	default:
 		why, err := w.Check(ctx, rec.Witness, rec.Evidence)
+		if errors.Is(err, disk.ErrFlushFailed) {
+			// As for a journal poisoned by a failed flush.
+			r.distrustCache()
+			return r.discard(ctx, err.Error())
+		}
 		if err != nil {
 			return fmt.Errorf("transfer: checking the evidence of journal %s: %w", r.key, err)
 		}
@@ -116,6 +119,18 @@ func (r *run) openJournal(ctx context.Context) error {
 	r.rep.resumedFrom = rec.Watermark
 	r.track = newTracker(r.start)
 	return nil
+}
+
+// distrustCache makes the run read the target itself, not its page
+// cache, after a failed flush: pages whose write-back failed may sit in
+// the cache, clean, holding data the disk does not have. The target's
+// cached pages are dropped (a CacheDropper; a loop device drops its
+// backing file's too) and it is read with O_DIRECT.
+func (r *run) distrustCache() {
+	r.c.DirectReads = blockdiff.DirectAlways
+	if cd, ok := r.dst.(CacheDropper); ok {
+		_ = cd.DropCache(0, r.dst.Size())
+	}
 }
 
 // discard deletes an untrusted journal; the run compares everything. The

@@ -5,9 +5,11 @@ package main
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/deltasync/deltasync/internal/faultfs"
 )
@@ -56,13 +58,17 @@ func testFailedFlush(t *testing.T, noDirect bool) {
 	if ffs.Failures() != 1 {
 		t.Fatalf("%d fsyncs failed, want 1\n%s", ffs.Failures(), o)
 	}
-	// What a failed write-back leaves: the page cache holds the run's
-	// writes, the disk does not.
-	if got := sha(readFile(t, dst)); got != sha(src) {
-		t.Fatalf("a buffered read of the target after the failed flush is not the source: the test would prove nothing")
-	}
+	// What a failed write-back leaves: the disk does not hold the run's
+	// writes, though the page cache did (the run drops the cached pages
+	// when its flush fails; the rerun also reads with O_DIRECT).
 	if got := ddDigest(t, dst, size); got != sha(old) {
 		t.Fatalf("dd iflag=direct of the target after the failed flush: %s, want the old target %s", got, sha(old))
+	}
+	// A verify right after the failed run must see the disk, not the
+	// cache: before, it read the pages whose write-back failed and
+	// called the disks identical.
+	if o := runCmd(t, "verify", srcPath, dst); o.code != 1 {
+		t.Errorf("verify after the failed flush: want exit 1 (they differ)\n%s", o)
 	}
 
 	ffs.RefuseDirect(noDirect)
@@ -83,5 +89,81 @@ func testFailedFlush(t *testing.T, noDirect bool) {
 	}
 	if got := ddDigest(t, dst, size); got != sha(src) {
 		t.Fatalf("exit 0, and dd iflag=direct of the target (%s) is not the source (%s)\n%s", got, sha(src), o)
+	}
+}
+
+// TestFailedFlushWatchdog: a sync onto a loop device whose backing file
+// is on the fault file system is killed (SIGKILL) with writes still in
+// the device's page cache; the watchdog's flush of them is the one that
+// fails. No later fsync reports that failure again, and the device's
+// cache and its backing file's both hold what the disk lost: the rerun
+// must learn it from the watchdog's record, compare everything reading
+// the disk itself, and leave a backing file whose disk (dd iflag=direct
+// on the fault file system) holds the source. Before, the watchdog
+// ignored the failure, the rerun compared the cached pages, wrote
+// nothing and exited 0.
+func TestFailedFlushWatchdog(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for a loop device")
+	}
+	if _, err := exec.LookPath("losetup"); err != nil {
+		t.Skip("no losetup")
+	}
+	if err := faultfs.Available(); err != nil {
+		t.Skip(err)
+	}
+	rng := newRand(t)
+	dir := t.TempDir()
+	backing := filepath.Join(dir, "backing")
+	if err := os.Mkdir(backing, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const size = 16 * miB
+	src := randomBytes(rng, size)
+	old := bytes.Clone(src)
+	change(rng, old, 120, 20)
+	srcPath := filepath.Join(dir, "src.img")
+	writeFile(t, srcPath, src)
+	writeFile(t, filepath.Join(backing, "dst.img"), old)
+	ffs := faultfs.Mount(t, backing)
+	out, err := exec.Command("losetup", "--find", "--show", ffs.Path("dst.img")).CombinedOutput()
+	if err != nil {
+		t.Skipf("losetup on the fault file system: %v: %s", err, out)
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "--detach", dev).Run() })
+	jdir := filepath.Join(dir, "journal")
+
+	cmd, _, se := command(t, "sync", "-q", "-journal-dir", jdir, "-journal-bytes", "512K", "-bwlimit", "4M", srcPath, dev)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if js := journals(t, jdir); len(js) == 1 {
+			if w, _ := watermark(js[0]); w >= 2*miB {
+				break
+			}
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	ffs.FailNextFsync("dst.img")
+	cmd.Process.Kill()
+	cmd.Wait()
+	noPanic(t, se.String())
+
+	o := runCmd(t, "sync", "-json", "-journal-dir", jdir, srcPath, dev)
+	r := figures(t, o)
+	if ffs.Failures() != 1 {
+		t.Fatalf("%d fsyncs failed, want 1 (the watchdog's)\n%s", ffs.Failures(), o)
+	}
+	if r.Resumed || !strings.Contains(r.JournalDiscardedReason, "flush") || !strings.Contains(r.JournalDiscardedReason, "failed") {
+		t.Errorf("the rerun after the watchdog's failed flush: resumed %v, reason %q; want not resumed, saying the flush failed\n%s", r.Resumed, r.JournalDiscardedReason, o)
+	}
+	if r.BytesWritten+r.BytesZeroed == 0 {
+		t.Errorf("the rerun wrote nothing: it compared the pages whose write-back failed\n%s", o)
+	}
+	if got := ddDigest(t, ffs.Path("dst.img"), size); got != sha(src) {
+		t.Fatalf("exit 0, and the loop device's backing file, read from its disk, is not the source\n%s", o)
 	}
 }
