@@ -206,7 +206,16 @@ func (l *loopTarget) recreate(t *testing.T, b []byte) {
 	}
 	l.dev = strings.TrimSpace(string(out))
 }
-func (l *loopTarget) digest(t *testing.T, n int64) string                   { return ddDigest(t, l.dev, n) }
+func (l *loopTarget) digest(t *testing.T, n int64) string {
+	if l.ffs != nil {
+		// The backing file on the fault file system, read with
+		// O_DIRECT: what its disk holds. The device's reads come from
+		// the backing file's page cache, which after a failed flush
+		// holds what the disk lost.
+		return ddDigest(t, l.backing, n)
+	}
+	return ddDigest(t, l.dev, n)
+}
 func (l *loopTarget) extra() []string                                       { return nil }
 func (l *loopTarget) perturb(*testing.T, *rand.Rand, string, int64, []byte) {}
 
@@ -557,10 +566,12 @@ func adversaryRound(t *testing.T, rng *rand.Rand, mk func(*testing.T, []byte) (a
 			if o.code != 0 {
 				t.Errorf("%s: the run meant to fail its flush failed otherwise\n%s", key, o)
 			}
-		case tgt.kind() == "agent" && o.code == 0 && strings.Contains(fr.JournalDiscardedReason, "flush"):
-			// The failure went to the agent's flush of the killed run's
-			// session, which it drains after the test armed it: the run
-			// saw a failed flush in the evidence and compared everything.
+		case (tgt.kind() == "agent" || tgt.kind() == "loop") && o.code == 0 && strings.Contains(fr.JournalDiscardedReason, "flush") && strings.Contains(fr.JournalDiscardedReason, "failed"):
+			// The failure went to the flush of the killed run's writes
+			// that the agent (draining the run's session) or the
+			// watchdog (of a device) makes after the test armed it: the
+			// run saw a failed flush in the evidence and compared
+			// everything.
 		case o.code != 2 || !strings.Contains(o.stderr, "flush"):
 			t.Errorf("%s: the run whose flush failed: want exit 2 naming the flush\n%s", key, o)
 		}
