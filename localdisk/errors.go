@@ -15,6 +15,10 @@ var (
 	// writing it); for a device, an O_EXCL hold by another program, a
 	// device-mapper or md holder, or a mount in another mount namespace.
 	ErrLocked = errors.New("localdisk: held by another opener")
+	// ErrWrittenByOther: the run's watchdog saw another process write the
+	// target while the run was writing it, so the target may differ from
+	// the source: Done refuses to clear the incomplete mark.
+	ErrWrittenByOther = errors.New("localdisk: written by another process during the run")
 	// ErrMounted: the device (or a partition of it, or a device stacked on
 	// it) is mounted, read-write for a source, at all for a target.
 	ErrMounted = errors.New("localdisk: device is mounted")

@@ -397,7 +397,7 @@ func (w *watch) Stopped(ctx context.Context) (string, error) {
 func (w *watch) Done(ctx context.Context) error {
 	w.end()
 	if w.taint != 0 {
-		return newError("done", w.d.path, -1, 0, fmt.Errorf("%w: %s during the run; run again", ErrLocked, tainted(w.taint)))
+		return newError("done", w.d.path, -1, 0, fmt.Errorf("%w: %s during the run, so the target may differ from the source; run the command again", ErrWrittenByOther, tainted(w.taint)))
 	}
 	if w.d.kind == RegularFile {
 		return w.d.setIncomplete(false)
@@ -545,22 +545,43 @@ func watchdogMain() int {
 	kind := os.Getenv("DELTASYNC_WATCHDOG_KIND")
 	const ctl, target, reply = 3, 4, 5
 	run, self := os.Getppid(), os.Getpid()
-	fan, err := unix.FanotifyInit(unix.FAN_CLASS_NOTIF|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK, unix.O_RDONLY|unix.O_LARGEFILE|unix.O_CLOEXEC)
-	if err == nil {
-		if err = unix.FanotifyMark(fan, unix.FAN_MARK_ADD, unix.FAN_MODIFY, unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", target)); err != nil {
-			unix.Close(fan)
-		}
-	}
-	if err == nil && kind == BlockDevice.String() {
-		// A loop device's backing file too: the run's writes reach it
-		// from the loop driver's kernel threads, anyone else's from
-		// their own process.
+	// A loop device's backing file is watched too: the run's writes
+	// reach it from the loop driver's kernel threads, anyone else's from
+	// their own process.
+	backing := ""
+	if kind == BlockDevice.String() {
 		var st unix.Stat_t
 		if unix.Fstat(target, &st) == nil {
 			if b, rerr := os.ReadFile(filepath.Join(sysDir(st.Rdev), "loop", "backing_file")); rerr == nil {
-				unix.FanotifyMark(fan, unix.FAN_MARK_ADD, unix.FAN_MODIFY, unix.AT_FDCWD, strings.TrimSpace(string(b)))
+				backing = strings.TrimSpace(string(b))
 			}
 		}
+	}
+	// Events that report a file handle (FAN_REPORT_FID) rather than an
+	// open descriptor: otherwise the kernel opens the target for the
+	// watchdog at each of the run's writes, in the writer's time (a
+	// tenth of a warm 4 GiB sync). Where the file system cannot give
+	// handles (FUSE, some device nodes), events with descriptors.
+	initFan := func(report uint) (int, error) {
+		fan, err := unix.FanotifyInit(unix.FAN_CLASS_NOTIF|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK|report, unix.O_RDONLY|unix.O_LARGEFILE|unix.O_CLOEXEC)
+		if err != nil {
+			return -1, err
+		}
+		if err := unix.FanotifyMark(fan, unix.FAN_MARK_ADD, unix.FAN_MODIFY, unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", target)); err != nil {
+			unix.Close(fan)
+			return -1, err
+		}
+		if backing != "" {
+			if err := unix.FanotifyMark(fan, unix.FAN_MARK_ADD, unix.FAN_MODIFY, unix.AT_FDCWD, backing); err != nil && report != 0 {
+				unix.Close(fan)
+				return -1, err
+			}
+		}
+		return fan, nil
+	}
+	fan, err := initFan(unix.FAN_REPORT_FID)
+	if err != nil {
+		fan, err = initFan(0)
 	}
 	// Held until this process ends: a rerun waits on it for the record.
 	if lk, err := os.OpenFile(out+".lock", os.O_RDWR|os.O_CREATE, 0o600); err == nil {

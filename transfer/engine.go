@@ -236,7 +236,7 @@ func (r *run) work(ctx context.Context) error {
 		w := r.watch
 		r.watch = nil
 		if err := w.Done(ctx); err != nil {
-			return fmt.Errorf("transfer: the run finished but clearing the target's incomplete mark failed: %w", err)
+			return fmt.Errorf("transfer: the run finished, but the target stays marked incomplete: %w", err)
 		}
 	}
 	r.rep.enter(PhaseDone, r.hi-r.lo)
