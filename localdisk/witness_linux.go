@@ -417,8 +417,7 @@ func (w *watch) end() {
 		}
 		w.ctl.Write([]byte("stop\n"))
 		w.ctl.Close()
-		w.reply.SetReadDeadline(time.Now().Add(10 * time.Second))
-		line, _ := readLine(w.reply)
+		line, _ := readLine(w.reply, 10*time.Second)
 		w.reply.Close()
 		if pid, ok := strings.CutPrefix(line, "tainted "); ok {
 			w.taint, _ = strconv.Atoi(pid)
@@ -435,23 +434,53 @@ func (w *watch) end() {
 }
 
 // readLine reads up to a newline, a byte at a time (the answers are
-// short and nothing may be read past them).
-func readLine(f *os.File) (string, error) {
+// short and nothing may be read past them), waiting at most timeout in
+// all. f is a blocking pipe (blockingPipe), waited on with poll(2).
+func readLine(f *os.File, timeout time.Duration) (string, error) {
 	var b []byte
 	var c [1]byte
+	deadline := time.Now().Add(timeout)
+	fd := int(f.Fd())
 	for len(b) < 256 {
-		n, err := f.Read(c[:])
+		left := time.Until(deadline)
+		if left <= 0 {
+			return string(b), os.ErrDeadlineExceeded
+		}
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		if n, err := unix.Poll(pfd, int(left/time.Millisecond)+1); err == unix.EINTR || (err == nil && n == 0) {
+			continue
+		} else if err != nil {
+			return string(b), err
+		}
+		n, err := unix.Read(fd, c[:])
+		if err == unix.EINTR || err == unix.EAGAIN {
+			continue
+		}
 		if n == 1 {
 			if c[0] == '\n' {
 				return string(b), nil
 			}
 			b = append(b, c[0])
+			continue
 		}
-		if err != nil {
-			return string(b), err
+		if err == nil {
+			err = io.EOF
 		}
+		return string(b), err
 	}
 	return string(b), nil
+}
+
+// blockingPipe is os.Pipe with descriptors left blocking, so that the Go
+// runtime does not register them with its network poller: a process
+// whose poller has a descriptor parks its idle threads in epoll, which
+// cost a sync thousands of context switches.
+func blockingPipe() (r, w *os.File, err error) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		return nil, nil, err
+	}
+	return os.NewFile(uintptr(p[0]), "|0"), os.NewFile(uintptr(p[1]), "|1"), nil
 }
 
 // evidenceDir is where watchdogs record: StateDir/evidence, by default
@@ -496,12 +525,12 @@ func (w *watch) startWatchdog() error {
 		return err
 	}
 	defer target.Close()
-	ctlR, ctlW, err := os.Pipe()
+	ctlR, ctlW, err := blockingPipe()
 	if err != nil {
 		return err
 	}
 	defer ctlR.Close()
-	repR, repW, err := os.Pipe()
+	repR, repW, err := blockingPipe()
 	if err != nil {
 		ctlW.Close()
 		return err
@@ -521,8 +550,7 @@ func (w *watch) startWatchdog() error {
 	// The watchdog watches the target's writers from before the first
 	// write: wait until it says so. A run killed before that leaves the
 	// pipe closed, and the watchdog records as soon as it runs.
-	repR.SetReadDeadline(time.Now().Add(10 * time.Second))
-	line, err := readLine(repR)
+	line, err := readLine(repR, 10*time.Second)
 	if !strings.HasPrefix(line, "ready") {
 		ctlW.Close()
 		repR.Close()
@@ -622,12 +650,20 @@ func watchdogMain() int {
 			}
 		}
 	}
+	// The events are read in batches, every drainEvery, not as each
+	// write makes one: waking at every write of the run took thousands
+	// of context switches from it on a 4 GiB sync. Events stay queued in
+	// order, with their writers' process IDs, so reading them late loses
+	// nothing (the kernel merges a writer's repeated events; an overflow
+	// of the queue taints).
+	const drainEvery = 100 // ms
 	fds := []unix.PollFd{{Fd: ctl, Events: unix.POLLIN}}
-	if fan >= 0 {
-		fds = append(fds, unix.PollFd{Fd: int32(fan), Events: unix.POLLIN})
-	}
 	for {
-		if _, err := unix.Poll(fds, -1); err != nil && err != unix.EINTR {
+		timeout := -1
+		if fan >= 0 {
+			timeout = drainEvery
+		}
+		if _, err := unix.Poll(fds, timeout); err != nil && err != unix.EINTR {
 			return 1
 		}
 		drain()
