@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 	"github.com/deltasync/deltasync/internal/bootid"
 	"github.com/deltasync/deltasync/localdisk"
 	"github.com/deltasync/deltasync/transfer"
@@ -19,18 +20,18 @@ import (
 
 // The contracts a Disk implements, checked at compile time.
 var (
-	_ transfer.Target           = (*Disk)(nil)
-	_ transfer.Source           = (*Disk)(nil)
-	_ transfer.Flusher          = (*Disk)(nil)
-	_ transfer.Zeroer           = (*Disk)(nil)
-	_ transfer.Resizer          = (*Disk)(nil)
-	_ transfer.WriteLimits      = (*Disk)(nil)
-	_ transfer.Identifier       = (*Disk)(nil)
-	_ transfer.Versioner        = (*Disk)(nil)
-	_ transfer.BlockHasher      = (*Disk)(nil)
-	_ transfer.AllocationMapper = (*Disk)(nil)
-	_ transfer.CacheDropper     = (*Disk)(nil)
-	_ serverDisk                = (*localdisk.Disk)(nil)
+	_ disk.Target           = (*Disk)(nil)
+	_ disk.Source           = (*Disk)(nil)
+	_ disk.Flusher          = (*Disk)(nil)
+	_ disk.Zeroer           = (*Disk)(nil)
+	_ disk.Resizer          = (*Disk)(nil)
+	_ disk.WriteLimits      = (*Disk)(nil)
+	_ disk.Identifier       = (*Disk)(nil)
+	_ disk.Versioner        = (*Disk)(nil)
+	_ transfer.BlockHasher  = (*Disk)(nil)
+	_ disk.AllocationMapper = (*Disk)(nil)
+	_ disk.CacheDropper     = (*Disk)(nil)
+	_ serverDisk            = (*localdisk.Disk)(nil)
 )
 
 func newRand(t testing.TB) *rand.Rand {
@@ -179,7 +180,7 @@ func TestDropResume(t *testing.T) {
 	srcPath := writeTemp(t, "src.img", src)
 	journal := &transfer.MemStore{}
 	// The default durability: checkpoints wait until the agent applied
-	// the writes queued (transfer.AppliedBarrier); that is what makes the
+	// the writes queued (disk.AppliedBarrier); that is what makes the
 	// resume below safe.
 	o := &transfer.Options{Journal: journal, JournalBytes: 2 << 20}
 	st, err := syncTo(withTimeout(t, 30*time.Second), t, c, srcPath, "d", o)
@@ -304,8 +305,8 @@ func TestTargetWritesBehind(t *testing.T) {
 	if id := d.Identity(); id == "" || !d.WritesBehind() {
 		t.Fatalf("identity %q, writes behind %v", id, d.WritesBehind())
 	}
-	var _ transfer.WriteBehind = d
-	var _ transfer.AppliedBarrier = d
+	var _ disk.WriteBehind = d
+	var _ disk.AppliedBarrier = d
 	if b := d.HostBootID(); b == "" || b != bootid.Read() {
 		t.Fatalf("host boot ID %q, want this machine's %q", b, bootid.Read())
 	}
@@ -546,7 +547,7 @@ func TestHashBlocksMatchesLocal(t *testing.T) {
 	for i, o := range []blockdiff.Options{
 		{BlockSize: 4096},
 		{BlockSize: 64 << 10, Offset: 512, Length: 2<<20 + 512},
-		{BlockSize: 512, Hints: []blockdiff.Range{{Off: 100, Len: 5000}, {Off: 1 << 20, Len: 1}, {Off: 3 << 20, Len: 1 << 20}}},
+		{BlockSize: 512, Hints: []disk.Range{{Off: 100, Len: 5000}, {Off: 1 << 20, Len: 1}, {Off: 3 << 20, Len: 1 << 20}}},
 		{BlockSize: 4 << 20},
 	} {
 		for _, alg := range []blockdiff.HashAlgorithm{blockdiff.XXH3, blockdiff.BLAKE3} {

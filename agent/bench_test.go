@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/deltasync/deltasync/disk"
 	"github.com/deltasync/deltasync/localdisk"
 	"github.com/deltasync/deltasync/transfer"
 )
@@ -47,7 +48,7 @@ func BenchmarkSync(b *testing.B) {
 		}
 		b.StartTimer()
 	}
-	run := func(b *testing.B, open func() (transfer.Target, io.Closer)) {
+	run := func(b *testing.B, open func() (disk.Target, io.Closer)) {
 		b.SetBytes(size)
 		for b.Loop() {
 			reset()
@@ -68,7 +69,7 @@ func BenchmarkSync(b *testing.B) {
 		}
 	}
 	b.Run("local", func(b *testing.B) {
-		run(b, func() (transfer.Target, io.Closer) {
+		run(b, func() (disk.Target, io.Closer) {
 			d, err := localdisk.OpenTarget(dstPath, localdisk.TargetOptions{})
 			if err != nil {
 				b.Fatal(err)
@@ -82,7 +83,7 @@ func BenchmarkSync(b *testing.B) {
 			o.Logf = nil
 		})
 		c := a.client()
-		run(b, func() (transfer.Target, io.Closer) {
+		run(b, func() (disk.Target, io.Closer) {
 			d, err := c.OpenTarget(context.Background(), "d")
 			if err != nil {
 				b.Fatal(err)

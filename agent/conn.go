@@ -12,7 +12,7 @@ import (
 )
 
 // Disk is a disk served by an agent, opened by Client.OpenTarget or
-// Client.OpenSource. It is a transfer.Target and Source with the
+// Client.OpenSource. It is a disk.Target and Source with the
 // capabilities Flusher, Zeroer, Resizer, WriteLimits, Identifier,
 // Versioner, AllocationMapper, CacheDropper and BlockHasher. Every method
 // may be called concurrently (WriteAt and ZeroRange on disjoint ranges).

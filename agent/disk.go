@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 )
 
 // Name returns the disk's name on its agent.
@@ -29,7 +30,7 @@ func (d *Disk) Identity() string {
 }
 
 // WritesBehind reports true: WriteAt returns before the agent has the
-// write (transfer.WriteBehind), so transfer makes sure the agent has every
+// write (disk.WriteBehind), so transfer makes sure the agent has every
 // write before a journal save: with Applied when the agent told its boot
 // ID, else with Flush.
 func (d *Disk) WritesBehind() bool { return true }
@@ -37,7 +38,7 @@ func (d *Disk) WritesBehind() bool { return true }
 // HostBootID returns the boot ID of the agent's machine, as the agent
 // told it when the Disk was opened ("" from an agent that did not): the
 // writes it acknowledged live in that machine's page cache until flushed,
-// so they are lost only if it reboots (transfer.AppliedBarrier).
+// so they are lost only if it reboots (disk.AppliedBarrier).
 func (d *Disk) HostBootID() string { return d.hostBoot }
 
 // Applied returns once the agent has applied (not necessarily made
@@ -230,7 +231,7 @@ func (d *Disk) protocolFailure(err error) error {
 
 // AllocatedRanges lists the ranges of [off, off+n) that may hold data on
 // the agent's disk; the rest reads as zeros (a sparse file's holes).
-func (d *Disk) AllocatedRanges(ctx context.Context, off, n int64) ([]blockdiff.Range, error) {
+func (d *Disk) AllocatedRanges(ctx context.Context, off, n int64) ([]disk.Range, error) {
 	p, err := d.call(ctx, mAlloc, appendVarints(nil, off, n))
 	if err != nil {
 		return nil, err
@@ -243,10 +244,10 @@ func (d *Disk) AllocatedRanges(ctx context.Context, off, n int64) ([]blockdiff.R
 	if r.err != nil || cnt > uint64(len(r.b)/2) {
 		return nil, d.protocolFailure(protoErr("malformed allocated ranges"))
 	}
-	rs := make([]blockdiff.Range, 0, cnt)
+	rs := make([]disk.Range, 0, cnt)
 	prev := off
 	for range cnt {
-		x := blockdiff.Range{Off: r.ivarint("range"), Len: r.ivarint("range")}
+		x := disk.Range{Off: r.ivarint("range"), Len: r.ivarint("range")}
 		if r.err != nil || x.Off < prev || x.Len < 0 || x.Len > off+n-x.Off {
 			return nil, d.protocolFailure(protoErr("allocated range [%d,+%d) outside [%d,+%d) or out of order", x.Off, x.Len, off, n))
 		}

@@ -13,7 +13,7 @@
 //     target (read, write, hash; under the agent's exclusive hold) or a
 //     source (read and hash).
 //   - client: a Client (address, credentials, limits) opens a Disk,
-//     which is a transfer.Target (and Source) with the usual optional
+//     which is a disk.Target (and Source) with the usual optional
 //     capabilities, and a transfer.BlockHasher.
 //   - hash stream: the agent hashing its own disk with the client's keyed
 //     blockdiff.Hasher and streaming the hashes back while the engine
@@ -105,8 +105,8 @@
 // the agent received it applies, and the rerun resumes from the journal
 // when the agent's evidence holds (# Evidence), or compares again:
 // through an agent that costs hashing both disks, not sending them. A
-// Disk is a transfer.WriteBehind and a
-// transfer.AppliedBarrier: the agent tells its machine's boot ID in its
+// Disk is a disk.WriteBehind and a
+// disk.AppliedBarrier: the agent tells its machine's boot ID in its
 // welcome, and with the default durability transfer saves each journal
 // checkpoint after Applied, stamped with that boot ID, rather than after
 // a flush (an fdatasync on the agent every JournalBytes). So the journal
@@ -118,7 +118,7 @@
 //
 // # Evidence
 //
-// A Disk is a transfer.Witness (disk.Witness): the agent, which outlives
+// A Disk is a disk.Witness: the agent, which outlives
 // its clients, is what shows a rerun that nothing but the interrupted run
 // wrote the disk, also when the client was killed with SIGKILL.
 //
@@ -166,7 +166,7 @@
 //
 // # Pulling
 //
-// A Disk opened with OpenSource is a transfer.Source: reads are round
+// A Disk opened with OpenSource is a disk.Source: reads are round
 // trips of up to 4 MiB, compressed when that pays, and holes are skipped
 // through AllocatedRanges. transfer hashes only targets remotely, so a
 // pull reads the whole allocated source across the network.

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 )
 
 // testAgent is an agent on loopback serving files in a temporary folder.
@@ -328,12 +328,12 @@ func (m *memDisk) Resize(ctx context.Context, size int64) error {
 
 func (m *memDisk) WriteLimits() (int64, int64) { return 512, 64 << 20 }
 
-func (m *memDisk) AllocatedRanges(ctx context.Context, off, n int64) ([]blockdiff.Range, error) {
+func (m *memDisk) AllocatedRanges(ctx context.Context, off, n int64) ([]disk.Range, error) {
 	size := m.Size()
 	if off >= size {
 		return nil, nil
 	}
-	return []blockdiff.Range{{Off: off, Len: min(n, size-off)}}, nil
+	return []disk.Range{{Off: off, Len: min(n, size-off)}}, nil
 }
 
 func (m *memDisk) Version(context.Context) (string, error) { return "v", nil }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 	"github.com/deltasync/deltasync/internal/bootid"
 	"github.com/deltasync/deltasync/localdisk"
 )
@@ -150,7 +151,7 @@ type serverDisk interface {
 	Flush(ctx context.Context) error
 	Resize(ctx context.Context, size int64) error
 	WriteLimits() (align, maxWrite int64)
-	AllocatedRanges(ctx context.Context, off, n int64) ([]blockdiff.Range, error)
+	AllocatedRanges(ctx context.Context, off, n int64) ([]disk.Range, error)
 	Version(ctx context.Context) (string, error)
 	DropCache(off, n int64) error
 	Identity() string

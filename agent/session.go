@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 )
 
 const (
@@ -666,11 +667,11 @@ func parseHash(p []byte) (hashReq, error) {
 		r.opts.Length = 0
 	}
 	if hasHints == 1 {
-		r.opts.Hints = make([]blockdiff.Range, 0, nh)
+		r.opts.Hints = make([]disk.Range, 0, nh)
 		for range nh {
 			off, n := d.ivarint("hint"), d.ivarint("hint")
 			n = min(n, math.MaxInt64-off)
-			r.opts.Hints = append(r.opts.Hints, blockdiff.Range{Off: off, Len: n})
+			r.opts.Hints = append(r.opts.Hints, disk.Range{Off: off, Len: n})
 		}
 	}
 	return r, d.end("hash request")

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 )
 
 // child runs one measured operation in this process and prints its own
@@ -104,7 +105,7 @@ func childCompare(ctx context.Context, args []string) (map[string]any, error) {
 	}
 	defer dst.Close()
 	var differ int64
-	st, err := blockdiff.Compare(ctx, src, ssize, dst, dsize, &o, func(e blockdiff.Extent) error {
+	st, err := blockdiff.Compare(ctx, src, ssize, dst, dsize, &o, func(e disk.Extent) error {
 		differ += e.Len
 		return nil
 	})

@@ -13,6 +13,8 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"github.com/zeebo/blake3"
 	"github.com/zeebo/xxh3"
+
+	"github.com/deltasync/deltasync/disk"
 )
 
 // BenchmarkHashes measures the candidate block hashes on one 64 KiB block
@@ -84,7 +86,7 @@ func BenchmarkCompare(b *testing.B) {
 			b.SetBytes(2 * size) // both sides are read
 			b.ReportAllocs()
 			for b.Loop() {
-				_, err := Compare(context.Background(), c.s, size, c.d, size, &Options{NoMmap: c.noMmap}, func(Extent) error { return nil })
+				_, err := Compare(context.Background(), c.s, size, c.d, size, &Options{NoMmap: c.noMmap}, func(disk.Extent) error { return nil })
 				if err != nil {
 					b.Fatal(err)
 				}

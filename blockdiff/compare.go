@@ -6,6 +6,8 @@ import (
 	"io"
 	"time"
 	"unsafe"
+
+	"github.com/deltasync/deltasync/disk"
 )
 
 // Stats describe a finished (or stopped) comparison.
@@ -43,7 +45,7 @@ type Stats struct {
 // mapping (a truncated file, a failing device) is returned as a
 // *FaultError. Other io.ReaderAt sides are read into pooled buffers with
 // up to Concurrency reads outstanding per side.
-func Compare(ctx context.Context, src io.ReaderAt, srcSize int64, dst io.ReaderAt, dstSize int64, opts *Options, fn func(Extent) error) (Stats, error) {
+func Compare(ctx context.Context, src io.ReaderAt, srcSize int64, dst io.ReaderAt, dstSize int64, opts *Options, fn func(disk.Extent) error) (Stats, error) {
 	start := time.Now()
 	var st Stats
 	c, err := opts.config()
@@ -73,10 +75,10 @@ func Compare(ctx context.Context, src io.ReaderAt, srcSize int64, dst io.ReaderA
 		}
 	}
 	err = runOrdered(ctx, &c, newPlanner(&c, lo, hi), prefetch,
-		func(ctx context.Context, ch chunk) ([]Extent, error) {
+		func(ctx context.Context, ch chunk) ([]disk.Extent, error) {
 			return compareChunk(ctx, &c, s, d, ch)
 		},
-		func(ch chunk, exts []Extent) error {
+		func(ch chunk, exts []disk.Extent) error {
 			st.Compared += ch.end - ch.off
 			if c.Progress != nil {
 				c.Progress(ch.end - ch.off)
@@ -111,7 +113,7 @@ func (c *config) bounds(n int64) (lo, hi int64) {
 }
 
 // compareChunk compares one chunk and returns its extents, merged.
-func compareChunk(ctx context.Context, c *config, s, d *disk, ch chunk) (exts []Extent, err error) {
+func compareChunk(ctx context.Context, c *config, s, d *sideReader, ch chunk) (exts []disk.Extent, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -124,7 +126,7 @@ func compareChunk(ctx context.Context, c *config, s, d *disk, ch chunk) (exts []
 		}()
 	}
 	common := min(s.size, d.size)
-	add := func(e Extent) {
+	add := func(e disk.Extent) {
 		if n := len(exts); n > 0 && exts[n-1].Kind == e.Kind && exts[n-1].End() == e.Off {
 			exts[n-1].Len += e.Len
 			return
@@ -135,7 +137,7 @@ func compareChunk(ctx context.Context, c *config, s, d *disk, ch chunk) (exts []
 	if d.size > s.size && ch.end > s.size {
 		defer func() {
 			if err == nil {
-				add(Extent{Off: max(ch.off, s.size), Len: ch.end - max(ch.off, s.size), Kind: Excess})
+				add(disk.Extent{Off: max(ch.off, s.size), Len: ch.end - max(ch.off, s.size), Kind: disk.Excess})
 			}
 		}()
 	}
@@ -144,7 +146,7 @@ func compareChunk(ctx context.Context, c *config, s, d *disk, ch chunk) (exts []
 		return exts, nil
 	}
 	dEnd := min(ch.end, common)
-	var sAlloc, dAlloc []Range
+	var sAlloc, dAlloc []disk.Range
 	var sAll, dAll bool
 	var sv, dv view
 	err = both(ch.direct[0] || ch.direct[1],
@@ -223,7 +225,7 @@ func both(parallel bool, src, dst func() error) error {
 // diffBlock reports the differences of one block. sb or db nil means that
 // side is known to be zeros; noTarget means the target does not extend
 // here at all; bothZero short-cuts two unallocated blocks.
-func diffBlock(c *config, off int64, sb, db []byte, noTarget, bothZero bool, add func(Extent)) {
+func diffBlock(c *config, off int64, sb, db []byte, noTarget, bothZero bool, add func(disk.Extent)) {
 	if bothZero {
 		return
 	}
@@ -238,7 +240,7 @@ func diffBlock(c *config, off int64, sb, db []byte, noTarget, bothZero bool, add
 		return // target known zero, source zero
 	}
 	if c.refine == 0 {
-		add(Extent{Off: off, Len: n, Kind: classify(sb)})
+		add(disk.Extent{Off: off, Len: n, Kind: classify(sb)})
 		return
 	}
 	r := int64(c.refine)
@@ -270,16 +272,16 @@ func diffBlock(c *config, off int64, sb, db []byte, noTarget, bothZero bool, add
 				continue
 			}
 		}
-		add(Extent{Off: off + o, Len: e - o, Kind: classify(ss)})
+		add(disk.Extent{Off: off + o, Len: e - o, Kind: classify(ss)})
 		o = e
 	}
 }
 
-func classify(src []byte) Kind {
+func classify(src []byte) disk.Kind {
 	if src == nil || isZero(src) {
-		return Zero
+		return disk.Zero
 	}
-	return Data
+	return disk.Data
 }
 
 var zeros [64 << 10]byte

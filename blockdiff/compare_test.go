@@ -16,13 +16,15 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/deltasync/deltasync/disk"
 )
 
 // reference is the obvious sequential comparison the parallel engine must
 // agree with: block by block (refined when asked), then merged.
-func reference(src, dst []byte, bs, refine int, lo, hi int64) []Extent {
-	var out []Extent
-	add := func(e Extent) {
+func reference(src, dst []byte, bs, refine int, lo, hi int64) []disk.Extent {
+	var out []disk.Extent
+	add := func(e disk.Extent) {
 		if n := len(out); n > 0 && out[n-1].Kind == e.Kind && out[n-1].End() == e.Off {
 			out[n-1].Len += e.Len
 			return
@@ -46,19 +48,19 @@ func reference(src, dst []byte, bs, refine int, lo, hi int64) []Extent {
 		}
 		switch {
 		case b >= ss:
-			add(Extent{Off: b, Len: e - b, Kind: Excess})
+			add(disk.Extent{Off: b, Len: e - b, Kind: disk.Excess})
 		case b >= ds:
-			k := Data
+			k := disk.Data
 			if allZero(src[b:e]) {
-				k = Zero
+				k = disk.Zero
 			}
-			add(Extent{Off: b, Len: e - b, Kind: k})
+			add(disk.Extent{Off: b, Len: e - b, Kind: k})
 		case !bytes.Equal(src[b:e], dst[b:e]):
-			k := Data
+			k := disk.Data
 			if allZero(src[b:e]) {
-				k = Zero
+				k = disk.Zero
 			}
-			add(Extent{Off: b, Len: e - b, Kind: k})
+			add(disk.Extent{Off: b, Len: e - b, Kind: k})
 		}
 		b = e
 	}
@@ -106,7 +108,7 @@ func mutate(r *rand.Rand, b []byte) {
 	}
 }
 
-func collect(t *testing.T, src, dst []byte, o *Options, viaFiles bool) ([]Extent, Stats) {
+func collect(t *testing.T, src, dst []byte, o *Options, viaFiles bool) ([]disk.Extent, Stats) {
 	t.Helper()
 	var sr, dr interface {
 		ReadAt([]byte, int64) (int, error)
@@ -116,8 +118,8 @@ func collect(t *testing.T, src, dst []byte, o *Options, viaFiles bool) ([]Extent
 		sf, df := writeFile(t, filepath.Join(dir, "s"), src), writeFile(t, filepath.Join(dir, "d"), dst)
 		sr, dr = sf, df
 	}
-	var got []Extent
-	st, err := Compare(context.Background(), sr, int64(len(src)), dr, int64(len(dst)), o, func(e Extent) error {
+	var got []disk.Extent
+	st, err := Compare(context.Background(), sr, int64(len(src)), dr, int64(len(dst)), o, func(e disk.Extent) error {
 		got = append(got, e)
 		return nil
 	})
@@ -222,12 +224,12 @@ func TestCompareSparseFiles(t *testing.T) {
 	zs := make([]byte, 64<<10)
 	s := mk("s", map[int64][]byte{0: ones, 1 << 20: ones, 3 << 20: zs})
 	d := mk("d", map[int64][]byte{0: ones, 2 << 20: ones, 3 << 20: zs})
-	var got []Extent
-	st, err := Compare(context.Background(), s, size, d, size, nil, func(e Extent) error { got = append(got, e); return nil })
+	var got []disk.Extent
+	st, err := Compare(context.Background(), s, size, d, size, nil, func(e disk.Extent) error { got = append(got, e); return nil })
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Extent{{1 << 20, 64 << 10, Data}, {2 << 20, 64 << 10, Zero}}
+	want := []disk.Extent{{Off: 1 << 20, Len: 64 << 10, Kind: disk.Data}, {Off: 2 << 20, Len: 64 << 10, Kind: disk.Zero}}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("got %v want %v", got, want)
 	}
@@ -244,16 +246,16 @@ func TestCompareHintsLimitWork(t *testing.T) {
 	dst := append([]byte(nil), src...)
 	dst[100] ^= 1     // outside hints: must not be seen
 	dst[2<<20+5] ^= 1 // inside
-	o := &Options{Hints: []Range{{2<<20 + 1, 10}}}
+	o := &Options{Hints: []disk.Range{{Off: 2<<20 + 1, Len: 10}}}
 	got, st := collect(t, src, dst, o, false)
-	want := []Extent{{2 << 20, 64 << 10, Data}}
+	want := []disk.Extent{{Off: 2 << 20, Len: 64 << 10, Kind: disk.Data}}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("got %v want %v", got, want)
 	}
 	if st.SourceRead > 64<<10 || st.Compared != 64<<10 {
 		t.Fatalf("read %d bytes, compared %d: hints not honoured", st.SourceRead, st.Compared)
 	}
-	got, _ = collect(t, src, dst, &Options{Hints: []Range{}}, false)
+	got, _ = collect(t, src, dst, &Options{Hints: []disk.Range{}}, false)
 	if len(got) != 0 {
 		t.Fatalf("empty hints compared something: %v", got)
 	}
@@ -266,14 +268,14 @@ func TestCompareBadOptions(t *testing.T) {
 		{RefineSize: 1000}, {BlockSize: 4096, RefineSize: 4096}, {BlockSize: 4096, RefineSize: 1536},
 		{Offset: 100}, {Offset: -512}, {Length: -1}, {Concurrency: -1},
 		{Offset: 1 << 40, Length: math.MaxInt64 - 1<<39}, // Offset+Length overflows
-		{Hints: []Range{{-1, 5}}},
+		{Hints: []disk.Range{{Off: -1, Len: 5}}},
 	} {
-		_, err := Compare(context.Background(), b, 4096, b, 4096, &o, func(Extent) error { return nil })
+		_, err := Compare(context.Background(), b, 4096, b, 4096, &o, func(disk.Extent) error { return nil })
 		if !errors.Is(err, ErrBadOptions) {
 			t.Errorf("options %+v: err %v, want ErrBadOptions", o, err)
 		}
 	}
-	if _, err := Compare(context.Background(), nil, 0, b, 4096, nil, func(Extent) error { return nil }); !errors.Is(err, ErrBadOptions) {
+	if _, err := Compare(context.Background(), nil, 0, b, 4096, nil, func(disk.Extent) error { return nil }); !errors.Is(err, ErrBadOptions) {
 		t.Errorf("nil reader: %v", err)
 	}
 }
@@ -295,7 +297,7 @@ func TestCompareCancel(t *testing.T) {
 	const size = 1 << 40 // 1 TiB of slow reads: only cancellation ends it
 	time.AfterFunc(50*time.Millisecond, cancel)
 	start := time.Now()
-	_, err := Compare(ctx, slowReader{}, size, slowReader{}, size, &Options{Concurrency: 4}, func(Extent) error { return nil })
+	_, err := Compare(ctx, slowReader{}, size, slowReader{}, size, &Options{Concurrency: 4}, func(disk.Extent) error { return nil })
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
@@ -318,7 +320,7 @@ func TestCompareCallbackErrorStops(t *testing.T) {
 	stop := errors.New("stop")
 	calls := 0
 	_, err := Compare(context.Background(), bytes.NewReader(src), int64(len(src)), bytes.NewReader(dst), int64(len(dst)),
-		&Options{BlockSize: 512, ChunkSize: 512}, func(Extent) error { calls++; return stop })
+		&Options{BlockSize: 512, ChunkSize: 512}, func(disk.Extent) error { calls++; return stop })
 	if err != stop || calls != 1 {
 		t.Fatalf("err %v after %d calls; want stop after 1", err, calls)
 	}
@@ -338,7 +340,7 @@ func (f failReader) ReadAt(p []byte, off int64) (int, error) {
 
 func TestCompareReadErrorNamesSideAndOffset(t *testing.T) {
 	const size = 16 << 20
-	_, err := Compare(context.Background(), failReader{-1}, size, failReader{9 << 20}, size, &Options{NoMmap: true}, func(Extent) error { return nil })
+	_, err := Compare(context.Background(), failReader{-1}, size, failReader{9 << 20}, size, &Options{NoMmap: true}, func(disk.Extent) error { return nil })
 	var re *ReadError
 	if !errors.As(err, &re) || re.Side != Target || re.Off > 9<<20 || re.Off+re.Len <= 9<<20 {
 		t.Fatalf("err %v (%#v), want ReadError on target around offset %d", err, re, 9<<20)
@@ -358,7 +360,7 @@ func TestCompareFaultIsError(t *testing.T) {
 	if err := os.Truncate(dp, 4096); err != nil {
 		t.Fatal(err)
 	}
-	_, err := Compare(context.Background(), src, size, dst, size, nil, func(Extent) error { return nil })
+	_, err := Compare(context.Background(), src, size, dst, size, nil, func(disk.Extent) error { return nil })
 	var fe *FaultError
 	if !errors.As(err, &fe) || !errors.Is(err, ErrFault) {
 		t.Fatalf("err = %v, want FaultError", err)
@@ -395,8 +397,8 @@ func TestHashModeMatchesExact(t *testing.T) {
 			}); err != nil {
 				t.Fatal(err)
 			}
-			var got []Extent
-			if _, err := CompareHashes(context.Background(), bytes.NewReader(src), int64(len(src)), h, it, int64(len(dst)), o, func(e Extent) error {
+			var got []disk.Extent
+			if _, err := CompareHashes(context.Background(), bytes.NewReader(src), int64(len(src)), h, it, int64(len(dst)), o, func(e disk.Extent) error {
 				got = append(got, e)
 				return nil
 			}); err != nil {
@@ -445,9 +447,9 @@ func (s *sliceIter) Next() (BlockHash, error) {
 
 // sameBytes reports whether a and b mark every byte with the same kind,
 // except bytes at or past slack (when >= 0) that a alone may mark.
-func sameBytes(a, b []Extent, slack int64) bool {
-	kinds := func(es []Extent) map[int64]Kind {
-		m := map[int64]Kind{}
+func sameBytes(a, b []disk.Extent, slack int64) bool {
+	kinds := func(es []disk.Extent) map[int64]disk.Kind {
+		m := map[int64]disk.Kind{}
 		for _, e := range es {
 			for o := e.Off; o < e.End(); o++ {
 				m[o] = e.Kind
@@ -507,7 +509,7 @@ func TestDropBehind(t *testing.T) {
 			s, d := writeFile(t, sp, data), writeFile(t, dp, data)
 			s.Sync()
 			d.Sync()
-			_, err := Compare(context.Background(), s, int64(len(data)), d, int64(len(data)), &Options{DropBehind: drop, NoMmap: noMmap}, func(Extent) error { return nil })
+			_, err := Compare(context.Background(), s, int64(len(data)), d, int64(len(data)), &Options{DropBehind: drop, NoMmap: noMmap}, func(disk.Extent) error { return nil })
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -524,7 +526,7 @@ func TestDropBehind(t *testing.T) {
 // (as SEEK_DATA does on some file systems).
 type noMapReader struct{ *bytes.Reader }
 
-func (noMapReader) AllocatedRanges(context.Context, int64, int64) ([]Range, error) {
+func (noMapReader) AllocatedRanges(context.Context, int64, int64) ([]disk.Range, error) {
 	return nil, errNoAllocationMap
 }
 
@@ -535,9 +537,9 @@ func TestCompareNoAllocationMap(t *testing.T) {
 	src := randomImage(r, 8<<20)
 	dst := append([]byte(nil), src...)
 	mutate(r, dst)
-	var got []Extent
+	var got []disk.Extent
 	_, err := Compare(context.Background(), noMapReader{bytes.NewReader(src)}, int64(len(src)), noMapReader{bytes.NewReader(dst)}, int64(len(dst)),
-		&Options{Concurrency: 6, ChunkSize: 256 << 10}, func(e Extent) error { got = append(got, e); return nil })
+		&Options{Concurrency: 6, ChunkSize: 256 << 10}, func(e disk.Extent) error { got = append(got, e); return nil })
 	if err != nil {
 		t.Fatal(err)
 	}

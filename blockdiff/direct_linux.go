@@ -13,6 +13,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/deltasync/deltasync/disk"
 )
 
 // directAlign is the alignment of direct reads (offset, length and buffer):
@@ -143,7 +145,7 @@ var errShortDisk = errors.New("unexpected end of disk (direct read): shorter tha
 
 // read returns [off,end) read with O_DIRECT; only the allocated ranges are
 // read (all: everything), the rest of the view is zeros.
-func (x *directFile) read(ctx context.Context, side Side, off, end int64, alloc []Range, all bool, count *atomic.Int64) (view, error) {
+func (x *directFile) read(ctx context.Context, side Side, off, end int64, alloc []disk.Range, all bool, count *atomic.Int64) (view, error) {
 	base := off / directAlign * directAlign
 	top := (end + directAlign - 1) / directAlign * directAlign
 	buf := x.buffer(int(top - base))

@@ -14,6 +14,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/deltasync/deltasync/disk"
 )
 
 // directDir returns a temporary folder on a file system that supports
@@ -65,8 +67,8 @@ func TestDirectColdPass(t *testing.T) {
 			if in, _ := resident(t, sp); in > 0 {
 				t.Skipf("%d pages still cached after FADV_DONTNEED: cannot make a file cold here", in)
 			}
-			var got []Extent
-			st, err := Compare(context.Background(), s, int64(len(src)), d, int64(len(dst)), &Options{Direct: mode, NoMmap: noMmap}, func(e Extent) error {
+			var got []disk.Extent
+			st, err := Compare(context.Background(), s, int64(len(src)), d, int64(len(dst)), &Options{Direct: mode, NoMmap: noMmap}, func(e disk.Extent) error {
 				got = append(got, e)
 				return nil
 			})
@@ -120,10 +122,10 @@ func TestDirectPartlyCached(t *testing.T) {
 	}
 }
 
-func collectFiles(t *testing.T, s, d *os.File, ss, ds int64, o *Options) ([]Extent, Stats) {
+func collectFiles(t *testing.T, s, d *os.File, ss, ds int64, o *Options) ([]disk.Extent, Stats) {
 	t.Helper()
-	var got []Extent
-	st, err := Compare(context.Background(), s, ss, d, ds, o, func(e Extent) error {
+	var got []disk.Extent
+	st, err := Compare(context.Background(), s, ss, d, ds, o, func(e disk.Extent) error {
 		got = append(got, e)
 		return nil
 	})
@@ -138,8 +140,8 @@ func collectFiles(t *testing.T, s, d *os.File, ss, ds int64, o *Options) ([]Exte
 type allData struct{ *os.File }
 
 func (a allData) BackingFile() *os.File { return a.File }
-func (a allData) AllocatedRanges(_ context.Context, off, n int64) ([]Range, error) {
-	return []Range{{off, n}}, nil
+func (a allData) AllocatedRanges(_ context.Context, off, n int64) ([]disk.Range, error) {
+	return []disk.Range{{Off: off, Len: n}}, nil
 }
 
 // TestDirectShortFile: a file shorter than the size it is compared at
@@ -151,7 +153,7 @@ func TestDirectShortFile(t *testing.T) {
 	s := writeFile(t, filepath.Join(dir, "s"), bytes.Repeat([]byte{7}, size))
 	d := writeFile(t, filepath.Join(dir, "d"), bytes.Repeat([]byte{7}, size-5000))
 	evict(t, s, d)
-	_, err := Compare(context.Background(), s, size, allData{d}, size, &Options{Direct: DirectAlways}, func(Extent) error { return nil })
+	_, err := Compare(context.Background(), s, size, allData{d}, size, &Options{Direct: DirectAlways}, func(disk.Extent) error { return nil })
 	var re *ReadError
 	if !errors.As(err, &re) || re.Side != Target {
 		t.Fatalf("err = %v, want a ReadError on the target", err)
@@ -173,14 +175,14 @@ func TestDirectCancel(t *testing.T) {
 		if n++; n == 2 {
 			cancel()
 		}
-	}}, func(Extent) error { return nil })
+	}}, func(disk.Extent) error { return nil })
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
 }
 
 func TestDirectBadMode(t *testing.T) {
-	_, err := Compare(context.Background(), bytes.NewReader(nil), 0, bytes.NewReader(nil), 0, &Options{Direct: 7}, func(Extent) error { return nil })
+	_, err := Compare(context.Background(), bytes.NewReader(nil), 0, bytes.NewReader(nil), 0, &Options{Direct: 7}, func(disk.Extent) error { return nil })
 	if !errors.Is(err, ErrBadOptions) {
 		t.Fatalf("err = %v, want ErrBadOptions", err)
 	}

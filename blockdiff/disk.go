@@ -1,8 +1,6 @@
 package blockdiff
 
 import (
-	ddisk "github.com/deltasync/deltasync/disk"
-
 	"context"
 	"errors"
 	"fmt"
@@ -10,26 +8,16 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+
+	"github.com/deltasync/deltasync/disk"
 )
 
-// AllocationMapper is an optional capability of a disk (discovered on the
-// io.ReaderAt by type assertion): it tells which parts of a range may hold
-// data. Everything else reads as zeros and is neither read nor compared
-// byte by byte: two unallocated ranges are equal at no cost, and a range
-// unallocated on one side only needs the other side's bytes checked for
-// zeros. *os.File gets this from SEEK_DATA/SEEK_HOLE without implementing it.
-type AllocationMapper interface {
-	// AllocatedRanges returns sorted, non-overlapping ranges inside
-	// [off, off+n) that may hold data. It may be called concurrently.
-	AllocatedRanges(ctx context.Context, off, n int64) ([]Range, error)
-}
-
-// disk is one side of a comparison, with the way it is read.
-type disk struct {
+// sideReader is one side of a comparison, with the way it is read.
+type sideReader struct {
 	side   Side
 	r      io.ReaderAt
 	size   int64
-	mapper AllocationMapper
+	mapper disk.AllocationMapper
 	mm     *mmapFile   // not nil when read through mappings
 	direct *directFile // not nil when cold chunks may be read with O_DIRECT
 	file   *os.File    // the *os.File behind the disk, if any (DropBehind)
@@ -52,21 +40,21 @@ type disk struct {
 // are synchronous, so the workers alone keep only one read per side each).
 type readAhead struct {
 	done  chan struct{}
-	alloc []Range
+	alloc []disk.Range
 	all   bool
 	v     view
 	err   error
 }
 
-func newDisk(side Side, r io.ReaderAt, size int64, c *config) (*disk, error) {
+func newDisk(side Side, r io.ReaderAt, size int64, c *config) (*sideReader, error) {
 	if r == nil {
 		return nil, fmt.Errorf("%w: %s reader is nil", ErrBadOptions, side)
 	}
 	if size < 0 {
 		return nil, fmt.Errorf("%w: %s size %d is negative", ErrBadOptions, side, size)
 	}
-	d := &disk{side: side, r: r, size: size, bufLen: c.chunk}
-	if m, ok := r.(AllocationMapper); ok {
+	d := &sideReader{side: side, r: r, size: size, bufLen: c.chunk}
+	if m, ok := r.(disk.AllocationMapper); ok {
 		d.mapper = m
 	}
 	f, ok := r.(*os.File)
@@ -95,7 +83,7 @@ func newDisk(side Side, r io.ReaderAt, size int64, c *config) (*disk, error) {
 
 // close releases what newDisk opened (not the caller's reader), once the
 // reads started ahead have ended.
-func (d *disk) close() {
+func (d *sideReader) close() {
 	d.aheadWG.Wait()
 	d.direct.close()
 }
@@ -105,7 +93,7 @@ func (d *disk) close() {
 // when a read-ahead slot is free (ReadAhead of them), else the worker
 // does it. Other chunks are mapped, and the page cache's reads of them
 // start now.
-func (d *disk) plan(ctx context.Context, off, end int64) (direct bool, ra *readAhead) {
+func (d *sideReader) plan(ctx context.Context, off, end int64) (direct bool, ra *readAhead) {
 	if end <= off {
 		return false, nil
 	}
@@ -147,7 +135,7 @@ func (d *disk) plan(ctx context.Context, off, end int64) (direct bool, ra *readA
 
 // chunkView returns the allocation of [off,end) and a view of it (the zero
 // view when nothing is allocated), from the read started ahead if any.
-func (d *disk) chunkView(ctx context.Context, off, end int64, direct bool, ra *readAhead) (alloc []Range, all bool, v view, err error) {
+func (d *sideReader) chunkView(ctx context.Context, off, end int64, direct bool, ra *readAhead) (alloc []disk.Range, all bool, v view, err error) {
 	if ra != nil {
 		select {
 		case <-ra.done:
@@ -168,7 +156,7 @@ func (d *disk) chunkView(ctx context.Context, off, end int64, direct bool, ra *r
 
 // allocated returns the allocated ranges of [off,end), or nil with all=true
 // when the disk cannot tell (everything may hold data).
-func (d *disk) allocated(ctx context.Context, off, end int64) (rs []Range, all bool, err error) {
+func (d *sideReader) allocated(ctx context.Context, off, end int64) (rs []disk.Range, all bool, err error) {
 	if d.mapper == nil || d.noMap.Load() {
 		return nil, true, nil
 	}
@@ -205,7 +193,7 @@ func (v view) release() {
 // allocated ranges; bytes outside them are not read (the buffered path
 // fills zeros; the mapped path leaves them untouched, the caller must not
 // look at them).
-func (d *disk) window(ctx context.Context, off, end int64, alloc []Range, all, direct bool) (view, error) {
+func (d *sideReader) window(ctx context.Context, off, end int64, alloc []disk.Range, all, direct bool) (view, error) {
 	if direct {
 		v, err := d.direct.read(ctx, d.side, off, end, alloc, all, &d.read)
 		if !errors.Is(err, errDirectRefused) {
@@ -248,7 +236,7 @@ func (d *disk) window(ctx context.Context, off, end int64, alloc []Range, all, d
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		n, err := ddisk.ReadAt(ctx, d.r, buf[o-off:e-off], o)
+		n, err := disk.ReadAt(ctx, d.r, buf[o-off:e-off], o)
 		d.read.Add(int64(n))
 		if n == int(e-o) {
 			return nil
@@ -284,7 +272,7 @@ func (d *disk) window(ctx context.Context, off, end int64, alloc []Range, all, d
 
 // dropCache drops [off,end) from the page cache, when the disk is a file
 // and the range was read through it.
-func (d *disk) dropCache(off, end int64, direct bool) {
+func (d *sideReader) dropCache(off, end int64, direct bool) {
 	if d.file != nil && end > off && !direct {
 		dropPages(d.file, off, end-off)
 	}
@@ -292,7 +280,7 @@ func (d *disk) dropCache(off, end int64, direct bool) {
 
 // allocCursor answers "may [s,e) hold data?" for ascending queries.
 type allocCursor struct {
-	rs  []Range
+	rs  []disk.Range
 	all bool
 	i   int
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/zeebo/blake3"
 
+	"github.com/deltasync/deltasync/disk"
 	"github.com/deltasync/deltasync/internal/xxh3multi"
 )
 
@@ -215,7 +216,7 @@ func hashBlocks(ctx context.Context, r io.ReaderAt, size int64, h Hasher, cp *co
 
 // hashChunk hashes the blocks of ch, appending them to hs (empty, and
 // reused when it has room).
-func hashChunk(ctx context.Context, c *config, d *disk, st *hashState, ch chunk, hs []BlockHash) (_ []BlockHash, err error) {
+func hashChunk(ctx context.Context, c *config, d *sideReader, st *hashState, ch chunk, hs []BlockHash) (_ []BlockHash, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -288,7 +289,7 @@ var errStraddle = errors.New("target block straddles the source's end")
 // remote agent running HashBlocks on its disk of size dstSize). It reports
 // extents as Compare does. A block whose hashes match is taken as equal:
 // see the package documentation for the odds. RefineSize is ignored.
-func CompareHashes(ctx context.Context, src io.ReaderAt, srcSize int64, h Hasher, dst HashIterator, dstSize int64, opts *Options, fn func(Extent) error) (Stats, error) {
+func CompareHashes(ctx context.Context, src io.ReaderAt, srcSize int64, h Hasher, dst HashIterator, dstSize int64, opts *Options, fn func(disk.Extent) error) (Stats, error) {
 	start := time.Now()
 	var st Stats
 	c, err := opts.config()
@@ -320,12 +321,12 @@ func CompareHashes(ctx context.Context, src io.ReaderAt, srcSize int64, h Hasher
 		st.Compared += int64(sh.Len)
 		off, end := sh.Off, sh.Off+int64(sh.Len)
 		if off >= dstSize {
-			k := Zero
+			k := disk.Zero
 			if !sh.Zero {
-				k = Data
+				k = disk.Data
 			}
 			st.Differ += end - off
-			return co.add(Extent{Off: off, Len: end - off, Kind: k})
+			return co.add(disk.Extent{Off: off, Len: end - off, Kind: k})
 		}
 		th, err := expect(off, end)
 		if err == errStraddle {
@@ -339,12 +340,12 @@ func CompareHashes(ctx context.Context, src io.ReaderAt, srcSize int64, h Hasher
 		if th.Zero == sh.Zero && (sh.Zero || th.Sum == sh.Sum) {
 			return nil
 		}
-		k := Data
+		k := disk.Data
 		if sh.Zero {
-			k = Zero
+			k = disk.Zero
 		}
 		st.Differ += end - off
-		return co.add(Extent{Off: off, Len: end - off, Kind: k})
+		return co.add(disk.Extent{Off: off, Len: end - off, Kind: k})
 	}
 	var nread int64
 	c.splitAt = dstSize // the source's blocks end where the target does
@@ -377,7 +378,7 @@ func CompareHashes(ctx context.Context, src io.ReaderAt, srcSize int64, h Hasher
 		}
 		if from := max(c.Offset, srcSize); err == nil && from < dhi {
 			st.Differ += dhi - from
-			err = co.add(Extent{Off: from, Len: dhi - from, Kind: Excess})
+			err = co.add(disk.Extent{Off: from, Len: dhi - from, Kind: disk.Excess})
 		}
 	} else if err == nil {
 		if th, nerr := dst.Next(); nerr != io.EOF {

@@ -12,6 +12,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/deltasync/deltasync/disk"
 )
 
 var pageSize = int64(os.Getpagesize())
@@ -87,14 +89,14 @@ func withFaults(fn func()) {
 // seekMapper lists a file's data ranges with SEEK_DATA/SEEK_HOLE.
 type seekMapper struct{ f *os.File }
 
-func newSeekMapper(f *os.File) AllocationMapper { return seekMapper{f} }
+func newSeekMapper(f *os.File) disk.AllocationMapper { return seekMapper{f} }
 
 var errNoAllocationMap = errors.New("allocation map not supported")
 
-func (s seekMapper) AllocatedRanges(ctx context.Context, off, n int64) ([]Range, error) {
+func (s seekMapper) AllocatedRanges(ctx context.Context, off, n int64) ([]disk.Range, error) {
 	fd := int(s.f.Fd())
 	end := off + n
-	var rs []Range
+	var rs []disk.Range
 	for pos := off; pos < end; {
 		d, err := unix.Seek(fd, pos, unix.SEEK_DATA)
 		if err == syscall.ENXIO {
@@ -114,7 +116,7 @@ func (s seekMapper) AllocatedRanges(ctx context.Context, off, n int64) ([]Range,
 			return nil, fmt.Errorf("SEEK_HOLE at %d: %w", d, err)
 		}
 		h = min(h, end)
-		rs = append(rs, Range{d, h - d})
+		rs = append(rs, disk.Range{Off: d, Len: h - d})
 		pos = h
 	}
 	runtime.KeepAlive(s.f)

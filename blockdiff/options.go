@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+
+	"github.com/deltasync/deltasync/disk"
 )
 
 const (
@@ -61,7 +63,7 @@ type Options struct {
 	// to whole blocks): the caller knows nothing changed elsewhere. An
 	// empty non-nil slice compares nothing. Ranges may overlap and come
 	// in any order.
-	Hints []Range
+	Hints []disk.Range
 
 	// NoMmap turns off memory-mapped reading of *os.File disks; they are
 	// then read with pread into pooled buffers like any io.ReaderAt.

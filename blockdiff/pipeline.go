@@ -5,6 +5,8 @@ import (
 	"sync"
 
 	"golang.org/x/sync/errgroup"
+
+	"github.com/deltasync/deltasync/disk"
 )
 
 // chunk is one unit of work: a block-aligned slice [off, end) of the range.
@@ -22,7 +24,7 @@ type chunk struct {
 // Chunk boundaries sit on the absolute chunk grid so that every worker of a
 // sliced run agrees on them.
 type planner struct {
-	spans []Range // merged, sorted, block-aligned spans to cover
+	spans []disk.Range // merged, sorted, block-aligned spans to cover
 	i     int
 	pos   int64
 	chunk int64
@@ -35,10 +37,10 @@ func newPlanner(c *config, lo, hi int64) *planner {
 		return p
 	}
 	if c.Hints == nil {
-		p.spans = []Range{{lo, hi - lo}}
+		p.spans = []disk.Range{{Off: lo, Len: hi - lo}}
 	} else {
 		bs := int64(c.bs)
-		spans := make([]Range, 0, len(c.Hints))
+		spans := make([]disk.Range, 0, len(c.Hints))
 		for _, h := range c.Hints {
 			s := h.Off / bs * bs
 			e := (h.End() + bs - 1) / bs * bs
@@ -47,10 +49,10 @@ func newPlanner(c *config, lo, hi int64) *planner {
 			}
 			s, e = max(s, lo), min(e, hi)
 			if s < e {
-				spans = append(spans, Range{s, e - s})
+				spans = append(spans, disk.Range{Off: s, Len: e - s})
 			}
 		}
-		p.spans = Normalize(spans)
+		p.spans = disk.Normalize(spans)
 	}
 	if len(p.spans) > 0 {
 		p.pos = p.spans[0].Off

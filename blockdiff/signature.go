@@ -11,6 +11,8 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/deltasync/deltasync/disk"
 )
 
 // SignatureVersion is the signature format version this package writes
@@ -796,7 +798,7 @@ func (sr *SignatureReader) readTrailer() error {
 // taken from the header; other values must equal the header's, and Hints
 // must be nil, or the call fails with ErrBadOptions. sig must not have
 // been read from yet.
-func CompareSignature(ctx context.Context, src io.ReaderAt, srcSize int64, sig *SignatureReader, opts *Options, fn func(Extent) error) (Stats, error) {
+func CompareSignature(ctx context.Context, src io.ReaderAt, srcSize int64, sig *SignatureReader, opts *Options, fn func(disk.Extent) error) (Stats, error) {
 	var o Options
 	if opts != nil {
 		o = *opts

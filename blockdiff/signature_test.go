@@ -18,6 +18,8 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/deltasync/deltasync/disk"
 )
 
 // sigDisk returns a disk of n random bytes where about a third of the
@@ -336,7 +338,7 @@ func TestWriteSignatureOptions(t *testing.T) {
 	ctx := context.Background()
 	d := make([]byte, 64<<10)
 	h := sigHasher(t, XXH3)
-	if _, err := WriteSignature(ctx, io.Discard, bytes.NewReader(d), int64(len(d)), h, &Options{Hints: []Range{}}); !errors.Is(err, ErrBadOptions) {
+	if _, err := WriteSignature(ctx, io.Discard, bytes.NewReader(d), int64(len(d)), h, &Options{Hints: []disk.Range{}}); !errors.Is(err, ErrBadOptions) {
 		t.Errorf("hints: %v", err)
 	}
 	if _, err := WriteSignature(ctx, io.Discard, bytes.NewReader(d), int64(len(d)), Hasher{}, nil); !errors.Is(err, ErrBadOptions) {
@@ -392,19 +394,19 @@ func TestCompareSignature(t *testing.T) {
 				o := &Options{BlockSize: bs, Offset: c.offset, Length: c.length, Concurrency: 2}
 				sig, _ := sigWrite(t, dst, h, o, 5)
 
-				var want []Extent
+				var want []disk.Extent
 				if _, err := Compare(context.Background(), bytes.NewReader(src), int64(len(src)), bytes.NewReader(dst), int64(len(dst)), o,
-					func(e Extent) error { want = append(want, e); return nil }); err != nil {
+					func(e disk.Extent) error { want = append(want, e); return nil }); err != nil {
 					t.Fatal(err)
 				}
 				sr, err := NewSignatureReader(bytes.NewReader(sig))
 				if err != nil {
 					t.Fatal(err)
 				}
-				var got []Extent
+				var got []disk.Extent
 				// Zero options: everything comes from the header.
 				st, err := CompareSignature(context.Background(), bytes.NewReader(src), int64(len(src)), sr, &Options{Concurrency: 2},
-					func(e Extent) error { got = append(got, e); return nil })
+					func(e disk.Extent) error { got = append(got, e); return nil })
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -437,9 +439,9 @@ func TestCompareSignatureSourceShorterOffGrid(t *testing.T) {
 	h := sigHasher(t, XXH3)
 	o := &Options{BlockSize: bs}
 	sig, _ := sigWrite(t, dst, h, o, 4)
-	var want, got []Extent
+	var want, got []disk.Extent
 	if _, err := Compare(context.Background(), bytes.NewReader(src), int64(len(src)), bytes.NewReader(dst), int64(len(dst)), o,
-		func(e Extent) error { want = append(want, e); return nil }); err != nil {
+		func(e disk.Extent) error { want = append(want, e); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	sr, err := NewSignatureReader(bytes.NewReader(sig))
@@ -447,7 +449,7 @@ func TestCompareSignatureSourceShorterOffGrid(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = CompareSignature(context.Background(), bytes.NewReader(src), int64(len(src)), sr, nil,
-		func(e Extent) error { got = append(got, e); return nil })
+		func(e disk.Extent) error { got = append(got, e); return nil })
 	if errors.Is(err, ErrHashMismatch) {
 		// The source's short last block [102400, 103400) meets the
 		// target's block [102400, 106496): CompareHashes (hash.go) asks
@@ -466,12 +468,12 @@ func TestCompareSignatureOptions(t *testing.T) {
 	d := sigDisk(rand.New(rand.NewPCG(7, 8)), 64<<10, 4096)
 	h := sigHasher(t, XXH3)
 	sig, _ := sigWrite(t, d, h, &Options{BlockSize: 4096, Offset: 8192, Length: 32768}, 4)
-	nop := func(Extent) error { return nil }
+	nop := func(disk.Extent) error { return nil }
 	for _, o := range []*Options{
 		{BlockSize: 8192},
 		{Offset: 4096},
 		{Length: 4096},
-		{Hints: []Range{{0, 4096}}},
+		{Hints: []disk.Range{{Off: 0, Len: 4096}}},
 	} {
 		sr, err := NewSignatureReader(bytes.NewReader(sig))
 		if err != nil {
@@ -1005,7 +1007,7 @@ func ExampleCompareSignature() {
 	if err != nil {
 		panic(err)
 	}
-	st, err := CompareSignature(ctx, bytes.NewReader(source), int64(len(source)), sr, nil, func(e Extent) error {
+	st, err := CompareSignature(ctx, bytes.NewReader(source), int64(len(source)), sr, nil, func(e disk.Extent) error {
 		fmt.Println(e)
 		return nil
 	})

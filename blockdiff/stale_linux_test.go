@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 	"github.com/deltasync/deltasync/internal/faultfs"
 )
 
@@ -83,7 +84,7 @@ func TestDirectAlwaysStaleCache(t *testing.T) {
 			}
 			defer dst.Close()
 			var differ int64
-			_, err = blockdiff.Compare(context.Background(), src, size, dst, size, &blockdiff.Options{Direct: tc.mode}, func(e blockdiff.Extent) error {
+			_, err = blockdiff.Compare(context.Background(), src, size, dst, size, &blockdiff.Options{Direct: tc.mode}, func(e disk.Extent) error {
 				differ += e.Len
 				return nil
 			})

@@ -9,9 +9,9 @@ import "context"
 // of the image, a third party's Put Page after a lease expired), or
 // replaced by another disk under the same name. Without a Witness, or
 // without evidence, a journal is not trusted (unless
-// Options.AssumeExclusive): the run compares everything again.
+// transfer.Options.AssumeExclusive): the run compares everything again.
 //
-// The engine calls Watch before the target's first change (resize
+// The engine (transfer) calls Watch before the target's first change (resize
 // included), stores the watch's Token in every journal save, and, when
 // the run stops without finishing, calls Stopped once the run has stopped
 // writing, storing the evidence it returns in a last save. A rerun passes

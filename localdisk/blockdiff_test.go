@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 	"github.com/deltasync/deltasync/localdisk"
 )
 
@@ -38,7 +39,7 @@ func TestSyncWithBlockdiff(t *testing.T) {
 				t.Fatal(err)
 			}
 			buf := make([]byte, MiB)
-			_, err := blockdiff.Compare(ctx, src, src.Size(), dst, dst.Size(), nil, func(e blockdiff.Extent) error {
+			_, err := blockdiff.Compare(ctx, src, src.Size(), dst, dst.Size(), nil, func(e disk.Extent) error {
 				if e.IsZero() {
 					return dst.ZeroRange(ctx, e.Off, e.Len)
 				}
@@ -59,7 +60,7 @@ func TestSyncWithBlockdiff(t *testing.T) {
 			if err := dst.Flush(ctx); err != nil {
 				t.Fatal(err)
 			}
-			st, err := blockdiff.Compare(ctx, src, src.Size(), dst, dst.Size(), nil, func(e blockdiff.Extent) error {
+			st, err := blockdiff.Compare(ctx, src, src.Size(), dst, dst.Size(), nil, func(e disk.Extent) error {
 				return fmt.Errorf("still differs: %v", e)
 			})
 			if err != nil {

@@ -16,8 +16,8 @@ import (
 
 // Disk is a regular file or a block device opened as a source (read-only)
 // or as a target (read-write, held exclusively). It implements
-// transfer.Source, transfer.Target and their optional capabilities, and
-// blockdiff.AllocationMapper and blockdiff.FileBacked.
+// disk.Source, disk.Target and their optional capabilities, and
+// disk.AllocationMapper and blockdiff.FileBacked.
 //
 // All methods may be called concurrently; WriteAt and ZeroRange on
 // disjoint ranges. Resize must not run concurrently with I/O beyond the

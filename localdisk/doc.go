@@ -1,5 +1,5 @@
 // Package localdisk opens local image files and block devices as the
-// sources and targets of a sync (transfer.Source, transfer.Target and
+// sources and targets of a sync (disk.Source, disk.Target and
 // their optional capabilities). It is Linux-only.
 //
 // # Words

@@ -20,26 +20,27 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deltasync/deltasync/blockdiff"
-	"github.com/deltasync/deltasync/localdisk"
-	"github.com/deltasync/deltasync/transfer"
 	"golang.org/x/sys/unix"
+
+	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
+	"github.com/deltasync/deltasync/localdisk"
 )
 
 // *Disk offers every contract and capability a local disk can.
 var (
-	_ transfer.Source            = (*localdisk.Disk)(nil)
-	_ transfer.Target            = (*localdisk.Disk)(nil)
-	_ transfer.Zeroer            = (*localdisk.Disk)(nil)
-	_ transfer.Flusher           = (*localdisk.Disk)(nil)
-	_ transfer.Resizer           = (*localdisk.Disk)(nil)
-	_ transfer.WriteLimits       = (*localdisk.Disk)(nil)
-	_ transfer.Identifier        = (*localdisk.Disk)(nil)
-	_ transfer.Versioner         = (*localdisk.Disk)(nil)
-	_ transfer.CacheDropper      = (*localdisk.Disk)(nil)
-	_ transfer.AllocationMapper  = (*localdisk.Disk)(nil)
-	_ blockdiff.AllocationMapper = (*localdisk.Disk)(nil)
-	_ blockdiff.FileBacked       = (*localdisk.Disk)(nil)
+	_ disk.Source           = (*localdisk.Disk)(nil)
+	_ disk.Target           = (*localdisk.Disk)(nil)
+	_ disk.Zeroer           = (*localdisk.Disk)(nil)
+	_ disk.Flusher          = (*localdisk.Disk)(nil)
+	_ disk.Resizer          = (*localdisk.Disk)(nil)
+	_ disk.WriteLimits      = (*localdisk.Disk)(nil)
+	_ disk.Identifier       = (*localdisk.Disk)(nil)
+	_ disk.Versioner        = (*localdisk.Disk)(nil)
+	_ disk.CacheDropper     = (*localdisk.Disk)(nil)
+	_ disk.AllocationMapper = (*localdisk.Disk)(nil)
+	_ disk.AllocationMapper = (*localdisk.Disk)(nil)
+	_ blockdiff.FileBacked  = (*localdisk.Disk)(nil)
 )
 
 const MiB = 1 << 20
@@ -220,12 +221,12 @@ func TestTargetCreateSparse(t *testing.T) {
 		t.Fatal(err)
 	}
 	rs, err := d.AllocatedRanges(ctx, 0, 4*MiB)
-	if err != nil || len(rs) != 1 || rs[0] != (blockdiff.Range{Off: MiB, Len: 4096}) {
+	if err != nil || len(rs) != 1 || rs[0] != (disk.Range{Off: MiB, Len: 4096}) {
 		t.Fatalf("allocated %v, %v; want [1MiB,+4096)", rs, err)
 	}
 }
 
-func rg(off, n int64) blockdiff.Range { return blockdiff.Range{Off: off, Len: n} }
+func rg(off, n int64) disk.Range { return disk.Range{Off: off, Len: n} }
 
 func umask() os.FileMode {
 	m := unix.Umask(0)
@@ -237,19 +238,19 @@ func TestAllocatedRanges(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "holes.img")
 	f, _ := os.Create(path)
 	f.Truncate(8 * MiB)
-	for _, r := range []blockdiff.Range{rg(0, 64<<10), rg(MiB, 8<<10), rg(5*MiB, 4<<10)} {
+	for _, r := range []disk.Range{rg(0, 64<<10), rg(MiB, 8<<10), rg(5*MiB, 4<<10)} {
 		f.WriteAt(bytes.Repeat([]byte{1}, int(r.Len)), r.Off)
 	}
 	f.Close()
 	d := openSource(t, path, localdisk.SourceOptions{})
 	for _, tc := range []struct {
 		off, n int64
-		want   []blockdiff.Range
+		want   []disk.Range
 	}{
-		{0, 8 * MiB, []blockdiff.Range{rg(0, 64<<10), rg(MiB, 8<<10), rg(5*MiB, 4<<10)}},
-		{4096, MiB + 2048 - 4096, []blockdiff.Range{rg(4096, 60<<10), rg(MiB, 2048)}},
-		{64 << 10, MiB - 64<<10, nil},                             // a hole
-		{5 * MiB, 100 * MiB, []blockdiff.Range{rg(5*MiB, 4<<10)}}, // clipped at Size
+		{0, 8 * MiB, []disk.Range{rg(0, 64<<10), rg(MiB, 8<<10), rg(5*MiB, 4<<10)}},
+		{4096, MiB + 2048 - 4096, []disk.Range{rg(4096, 60<<10), rg(MiB, 2048)}},
+		{64 << 10, MiB - 64<<10, nil},                        // a hole
+		{5 * MiB, 100 * MiB, []disk.Range{rg(5*MiB, 4<<10)}}, // clipped at Size
 		{8 * MiB, MiB, nil},
 	} {
 		rs, err := d.AllocatedRanges(ctx, tc.off, tc.n)

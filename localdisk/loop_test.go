@@ -14,9 +14,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/deltasync/deltasync/blockdiff"
-	"github.com/deltasync/deltasync/localdisk"
 	"golang.org/x/sys/unix"
+
+	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
+	"github.com/deltasync/deltasync/localdisk"
 )
 
 // loopDevice attaches a loop device of size bytes (backed by a sparse
@@ -238,19 +240,19 @@ func TestLoopBlockdiffDirect(t *testing.T) {
 			const size = 9*MiB + 4096
 			a := randomBytes(rng, size)
 			b := append([]byte(nil), a...)
-			var want []blockdiff.Extent
+			var want []disk.Extent
 			for _, off := range []int64{0, 5 * MiB, size - 4096} {
 				b[off+7] ^= 0xff
 				bs := int64(blockdiff.DefaultBlockSize)
 				s := off / bs * bs
-				want = append(want, blockdiff.Extent{Off: s, Len: min(bs, size-s), Kind: blockdiff.Data})
+				want = append(want, disk.Extent{Off: s, Len: min(bs, size-s), Kind: disk.Data})
 			}
 			sa := openSource(t, loopDevice(t, size, sector, true, a), localdisk.SourceOptions{})
 			sb := openSource(t, loopDevice(t, size, sector, true, b), localdisk.SourceOptions{})
 			for _, mode := range []blockdiff.DirectMode{blockdiff.DirectNever, blockdiff.DirectAuto, blockdiff.DirectAlways} {
-				var got []blockdiff.Extent
+				var got []disk.Extent
 				_, err := blockdiff.Compare(context.Background(), sa, size, sb, size, &blockdiff.Options{Direct: mode, DropBehind: true},
-					func(e blockdiff.Extent) error { got = append(got, e); return nil })
+					func(e disk.Extent) error { got = append(got, e); return nil })
 				if err != nil {
 					t.Fatalf("mode %d: %v", mode, err)
 				}

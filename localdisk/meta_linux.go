@@ -9,8 +9,9 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/deltasync/deltasync/blockdiff"
 	"golang.org/x/sys/unix"
+
+	"github.com/deltasync/deltasync/disk"
 )
 
 // Flush makes every completed write durable (fdatasync; on a device this
@@ -102,7 +103,7 @@ func (d *Disk) DropCache(off, n int64) error {
 // A file is mapped with SEEK_DATA/SEEK_HOLE (a filesystem that cannot say
 // reports everything as data). A block device reports the whole range: it
 // has no holes that the kernel can list. It may be called concurrently.
-func (d *Disk) AllocatedRanges(ctx context.Context, off, n int64) ([]blockdiff.Range, error) {
+func (d *Disk) AllocatedRanges(ctx context.Context, off, n int64) ([]disk.Range, error) {
 	if off < 0 || n < 0 {
 		return nil, newError("allocated ranges", d.path, off, n, errf(ErrOutOfRange, "negative offset or length"))
 	}
@@ -111,9 +112,9 @@ func (d *Disk) AllocatedRanges(ctx context.Context, off, n int64) ([]blockdiff.R
 		return nil, nil
 	}
 	if d.kind == BlockDevice {
-		return []blockdiff.Range{{Off: off, Len: end - off}}, nil
+		return []disk.Range{{Off: off, Len: end - off}}, nil
 	}
-	var rs []blockdiff.Range
+	var rs []disk.Range
 	for pos := off; pos < end; {
 		if err := ctx.Err(); err != nil {
 			return nil, newError("allocated ranges", d.path, pos, end-pos, err)
@@ -134,14 +135,14 @@ func (d *Disk) AllocatedRanges(ctx context.Context, off, n int64) ([]blockdiff.R
 		case errors.Is(err, unix.ENXIO): // no data from pos to the end of the file
 			return rs, nil
 		case err != nil && pos == off && (errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP)):
-			return []blockdiff.Range{{Off: off, Len: end - off}}, nil // no map: all may be data
+			return []disk.Range{{Off: off, Len: end - off}}, nil // no map: all may be data
 		case err != nil:
 			return nil, newError("allocated ranges", d.path, pos, end-pos, fmt.Errorf("SEEK_DATA/SEEK_HOLE: %w", err))
 		case data >= end:
 			return rs, nil
 		}
 		hole = min(hole, end)
-		rs = append(rs, blockdiff.Range{Off: data, Len: hole - data})
+		rs = append(rs, disk.Range{Off: data, Len: hole - data})
 		pos = hole
 	}
 	return rs, nil

@@ -30,7 +30,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 
-	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 	"github.com/deltasync/deltasync/internal/azurite"
 	"github.com/deltasync/deltasync/localdisk"
 	"github.com/deltasync/deltasync/pageblob/pageblobtest"
@@ -85,7 +85,7 @@ func nonzeroPages(p []byte) int64 {
 
 // accChange overwrites frac of the image's 64 KiB blocks, chosen at
 // random, with random data, and returns the changed ranges, sorted.
-func accChange(t *testing.T, path string, size int64, frac float64, r *rand.Rand) []blockdiff.Range {
+func accChange(t *testing.T, path string, size int64, frac float64, r *rand.Rand) []disk.Range {
 	t.Helper()
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
@@ -100,29 +100,29 @@ func accChange(t *testing.T, path string, size int64, frac float64, r *rand.Rand
 	}
 	data := rand.NewChaCha8([32]byte{byte(r.Uint32()), 2})
 	p := make([]byte, accBlock)
-	var out []blockdiff.Range
+	var out []disk.Range
 	for b := range picked {
 		data.Read(p)
 		if _, err := f.WriteAt(p, b*accBlock); err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, blockdiff.Range{Off: b * accBlock, Len: accBlock})
+		out = append(out, disk.Range{Off: b * accBlock, Len: accBlock})
 	}
-	slices.SortFunc(out, func(a, b blockdiff.Range) int { return int(a.Off - b.Off) })
+	slices.SortFunc(out, func(a, b disk.Range) int { return int(a.Off - b.Off) })
 	return out
 }
 
 // maxPuts is the number of Put Pages the changed ranges need at most:
 // adjacent ranges coalesced, each extent split at 4 MiB.
-func maxPuts(changed []blockdiff.Range) int {
+func maxPuts(changed []disk.Range) int {
 	n := 0
-	for _, x := range blockdiff.Normalize(slices.Clone(changed)) {
+	for _, x := range disk.Normalize(slices.Clone(changed)) {
 		n += int((x.Len + MaxPut - 1) / MaxPut)
 	}
 	return n
 }
 
-func sumRanges(rs []blockdiff.Range) int64 {
+func sumRanges(rs []disk.Range) int64 {
 	var n int64
 	for _, r := range rs {
 		n += r.Len
@@ -136,7 +136,7 @@ func sumRanges(rs []blockdiff.Range) int64 {
 type traffic struct {
 	puts, gets       int
 	uploaded, downed int64
-	read             []blockdiff.Range
+	read             []disk.Range
 }
 
 func trafficOf(rec *pageblobtest.Recorder, blob string) traffic {
@@ -155,7 +155,7 @@ func trafficOf(rec *pageblobtest.Recorder, blob string) traffic {
 			}
 			tr.gets++
 			tr.downed += r.End - r.Start + 1
-			tr.read = append(tr.read, blockdiff.Range{Off: r.Start, Len: r.End - r.Start + 1})
+			tr.read = append(tr.read, disk.Range{Off: r.Start, Len: r.End - r.Start + 1})
 		}
 	}
 	return tr
@@ -292,7 +292,7 @@ func TestAzuriteSeedAndSync(t *testing.T) {
 	tr = trafficOf(rec, name)
 	limit := maxPuts(changed)
 	t.Logf("sync: %d bytes changed in %d blocks (%d extents coalesced); uploaded %d bytes in %d Put Pages (at most %d allowed); downloaded %d bytes in %d Gets (target allocated: %d bytes), %v",
-		changedBytes, len(changed), len(blockdiff.Normalize(slices.Clone(changed))), tr.uploaded, tr.puts, limit, tr.downed, tr.gets, sumRanges(allocated), time.Since(t0).Round(time.Millisecond))
+		changedBytes, len(changed), len(disk.Normalize(slices.Clone(changed))), tr.uploaded, tr.puts, limit, tr.downed, tr.gets, sumRanges(allocated), time.Since(t0).Round(time.Millisecond))
 	if d := tr.uploaded - changedBytes; d < 0 || float64(d) > 0.02*float64(changedBytes) {
 		t.Errorf("sync uploaded %d bytes for %d changed: not within 2%%", tr.uploaded, changedBytes)
 	}
@@ -316,8 +316,8 @@ func TestAzuriteSeedAndSync(t *testing.T) {
 }
 
 // intersect returns the parts of sorted rs inside x.
-func intersect(rs []blockdiff.Range, x blockdiff.Range) []blockdiff.Range {
-	var out []blockdiff.Range
+func intersect(rs []disk.Range, x disk.Range) []disk.Range {
+	var out []disk.Range
 	for _, r := range rs {
 		if c := clip(r, x.Off, x.End()); c.Len > 0 {
 			out = append(out, c)
@@ -530,7 +530,7 @@ func TestAzuriteResumeAfterKill(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	r := rand.New(rand.NewPCG(seed, 5))
 	changed := accChange(t, img, size, 0.25, r)
-	writes := len(blockdiff.Normalize(slices.Clone(changed)))
+	writes := len(disk.Normalize(slices.Clone(changed)))
 	killAt := writes/4 + r.IntN(writes/2)
 	t.Logf("seed %d: %d changed extents; cancelling at Put Page %d (after a journal save)", seed, writes, killAt)
 

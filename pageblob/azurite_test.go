@@ -18,6 +18,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/pageblob"
 
 	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 	"github.com/deltasync/deltasync/internal/azurite"
 	"github.com/deltasync/deltasync/pageblob/pageblobtest"
 )
@@ -199,8 +200,8 @@ func TestZeroRangeAndAllocatedRanges(t *testing.T) {
 	must(err)
 	_, err = b.WriteAt(randBytes(512), size-512)
 	must(err)
-	want := []blockdiff.Range{{Off: 0, Len: 1 << 20}, {Off: 3 << 20, Len: 64 << 10}, {Off: size - 512, Len: 512}}
-	check := func(what string, want []blockdiff.Range) {
+	want := []disk.Range{{Off: 0, Len: 1 << 20}, {Off: 3 << 20, Len: 64 << 10}, {Off: size - 512, Len: 512}}
+	check := func(what string, want []disk.Range) {
 		t.Helper()
 		got, err := b.AllocatedRanges(ctx, 0, size)
 		must(err)
@@ -221,7 +222,7 @@ func TestZeroRangeAndAllocatedRanges(t *testing.T) {
 	// Clear the middle of the first range and all of the second.
 	must(b.ZeroRange(ctx, 256<<10, 256<<10))
 	must(b.ZeroRange(ctx, 3<<20, 64<<10))
-	check("after clears", []blockdiff.Range{{Off: 0, Len: 256 << 10}, {Off: 512 << 10, Len: 512 << 10}, {Off: size - 512, Len: 512}})
+	check("after clears", []disk.Range{{Off: 0, Len: 256 << 10}, {Off: 512 << 10, Len: 512 << 10}, {Off: size - 512, Len: 512}})
 	got := readAll(t, b, size)
 	if !allZero(got[256<<10:512<<10]) || !allZero(got[3<<20:3<<20+64<<10]) {
 		t.Fatal("cleared ranges do not read as zeros")
@@ -229,7 +230,7 @@ func TestZeroRangeAndAllocatedRanges(t *testing.T) {
 	// A sub-range query is clipped to the range asked.
 	sub, err := b.AllocatedRanges(ctx, 100<<10, 500<<10)
 	must(err)
-	if want := []blockdiff.Range{{Off: 100 << 10, Len: 156 << 10}, {Off: 512 << 10, Len: 88 << 10}}; !slices.Equal(sub, want) {
+	if want := []disk.Range{{Off: 100 << 10, Len: 156 << 10}, {Off: 512 << 10, Len: 88 << 10}}; !slices.Equal(sub, want) {
 		t.Fatalf("sub-range = %v, want %v", sub, want)
 	}
 	// Past the end: nothing.
@@ -278,7 +279,7 @@ func TestAllocatedRangesCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []blockdiff.Range{{Off: 2 << 20, Len: 512}}; !slices.Equal(rs, want) {
+	if want := []disk.Range{{Off: 2 << 20, Len: 512}}; !slices.Equal(rs, want) {
 		t.Fatalf("after write and clear: %v, want %v", rs, want)
 	}
 	if n := rec.Count("page-ranges"); n != 4 {
@@ -306,8 +307,8 @@ func TestUnallocatedRangesSkipped(t *testing.T) {
 	// the blob is read only where it has pages.
 	want := make([]byte, size)
 	copy(want[5<<20:], data)
-	var exts []blockdiff.Extent
-	_, err = blockdiff.Compare(ctx, bytes.NewReader(want), size, src, size, nil, func(e blockdiff.Extent) error {
+	var exts []disk.Extent
+	_, err = blockdiff.Compare(ctx, bytes.NewReader(want), size, src, size, nil, func(e disk.Extent) error {
 		exts = append(exts, e)
 		return nil
 	})
@@ -636,7 +637,7 @@ func TestResize(t *testing.T) {
 	if fresh.Size() != 512<<10 || !bytes.Equal(readAll(t, fresh, 512<<10), data[:512<<10]) {
 		t.Fatal("shrunk blob reads wrong")
 	}
-	if rs, err := b.AllocatedRanges(ctx, 0, 1<<30); err != nil || !slices.Equal(rs, []blockdiff.Range{{Off: 0, Len: 512 << 10}}) {
+	if rs, err := b.AllocatedRanges(ctx, 0, 1<<30); err != nil || !slices.Equal(rs, []disk.Range{{Off: 0, Len: 512 << 10}}) {
 		t.Fatalf("ranges after shrink: %v, %v", rs, err)
 	}
 	if rec.Count("resize") != 2 {

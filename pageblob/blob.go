@@ -31,8 +31,8 @@ const (
 )
 
 // Blob is an open page blob, a snapshot of one, or a managed disk being
-// uploaded. It is a transfer.Source (ReadAt, Size) and, when opened with
-// OpenTarget, a transfer.Target with the optional capabilities Zeroer,
+// uploaded. It is a disk.Source (ReadAt, Size) and, when opened with
+// OpenTarget, a disk.Target with the optional capabilities Zeroer,
 // Resizer, Flusher, WriteLimits, Identifier, Versioner and
 // AllocationMapper.
 //

@@ -10,8 +10,8 @@
 //     most 4 MiB per request) and freed with Clear Pages. Pages never
 //     written, or cleared, are not allocated and read as zeros.
 //   - A Blob is an open page blob: a source (Open, OpenSnapshot: never
-//     written) or a target (OpenTarget). It implements transfer.Source and
-//     transfer.Target, and the capabilities Zeroer (Clear Pages), Resizer,
+//     written) or a target (OpenTarget). It implements disk.Source and
+//     disk.Target, and the capabilities Zeroer (Clear Pages), Resizer,
 //     Flusher, WriteLimits (512, 4 MiB), Identifier, Versioner (ETag and
 //     size), AllocationMapper (Get Page Ranges) and RangeCopier (Put Page
 //     From URL from another Blob: CopyRange); a target is also the

@@ -12,7 +12,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
 
-	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 )
 
 // Tests against real Azure run only when DELTASYNC_AZURE_CONTAINER_URL
@@ -72,13 +72,13 @@ func TestLiveDiffPagingAndLimits(t *testing.T) {
 	b, _ := liveTarget(t, c, size, o)
 	ctx := context.Background()
 	// 24 separate pages: paging with 3 results per answer, 16 MiB segments.
-	var want []blockdiff.Range
+	var want []disk.Range
 	for i := int64(0); i < 24; i++ {
 		off := i * (size / 24) / 512 * 512
 		if _, err := b.WriteAt(randBytes(512), off); err != nil {
 			t.Fatal(err)
 		}
-		want = append(want, blockdiff.Range{Off: off, Len: 512})
+		want = append(want, disk.Range{Off: off, Len: 512})
 	}
 	got, err := b.AllocatedRanges(ctx, 0, size)
 	if err != nil {
@@ -92,7 +92,7 @@ func TestLiveDiffPagingAndLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Write some, clear some: the diff has both kinds, interleaved.
-	var changed []blockdiff.Range
+	var changed []disk.Range
 	for i, r := range want {
 		switch i % 3 {
 		case 0:

@@ -29,7 +29,7 @@ const (
 // CopyRange copies [off, off+n) of src into the same range of this blob
 // with Put Page From URL (at most 4 MiB per request): Azure reads the
 // source itself, so the bytes never pass through this process. It
-// implements transfer.RangeCopier: a sync between two page blobs sends
+// implements disk.RangeCopier: a sync between two page blobs sends
 // no data of its own.
 //
 // src must be a *Blob readable by URL: one opened with a SAS (its

@@ -9,7 +9,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/pageblob"
 
-	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 )
 
 // AllocatedRanges returns the sorted, non-overlapping, merged ranges of
@@ -18,7 +18,7 @@ import (
 // Options.ListSegment, following NextMarker paging inside each, and the
 // last Options.RangeCacheSegments segments are cached, kept up to date
 // with this Blob's own writes and clears. It may be called concurrently.
-func (b *Blob) AllocatedRanges(ctx context.Context, off, n int64) ([]blockdiff.Range, error) {
+func (b *Blob) AllocatedRanges(ctx context.Context, off, n int64) ([]disk.Range, error) {
 	end, err := b.span("ranges", off, n)
 	if err != nil || off >= end {
 		return nil, err
@@ -26,10 +26,10 @@ func (b *Blob) AllocatedRanges(ctx context.Context, off, n int64) ([]blockdiff.R
 	ctx, done := b.opCtx(ctx)
 	defer done()
 	seg, size := b.cl.opts.ListSegment, b.size.Load()
-	var out []blockdiff.Range
+	var out []disk.Range
 	for i := off / seg; i*seg < end; i++ {
 		s, e := i*seg, min((i+1)*seg, size)
-		rs, err := b.cache.get(ctx, i, func(ctx context.Context) ([]blockdiff.Range, error) {
+		rs, err := b.cache.get(ctx, i, func(ctx context.Context) ([]disk.Range, error) {
 			return b.listSegment(ctx, s, e)
 		})
 		if err != nil {
@@ -43,7 +43,7 @@ func (b *Blob) AllocatedRanges(ctx context.Context, off, n int64) ([]blockdiff.R
 }
 
 // listSegment lists the page ranges of [s, e), following markers.
-func (b *Blob) listSegment(ctx context.Context, s, e int64) ([]blockdiff.Range, error) {
+func (b *Blob) listSegment(ctx context.Context, s, e int64) ([]disk.Range, error) {
 	if err := b.cl.limiter.Acquire(ctx); err != nil {
 		return nil, err
 	}
@@ -53,7 +53,7 @@ func (b *Blob) listSegment(ctx context.Context, s, e int64) ([]blockdiff.Range, 
 		o.MaxResults = &b.cl.opts.ListMaxResults
 	}
 	pager := b.pb.NewGetPageRangesPager(o)
-	var rs []blockdiff.Range
+	var rs []disk.Range
 	for pager.More() {
 		page, err := pager.NextPage(ctx)
 		if err != nil {
@@ -66,7 +66,7 @@ func (b *Blob) listSegment(ctx context.Context, s, e int64) ([]blockdiff.Range, 
 		}
 	}
 	b.cl.limiter.Success()
-	return blockdiff.Normalize(rs), nil
+	return disk.Normalize(rs), nil
 }
 
 // Diff returns the ranges of [off, off+n) that changed since the snapshot
@@ -83,7 +83,7 @@ func (b *Blob) listSegment(ctx context.Context, s, e int64) ([]blockdiff.Range, 
 // changes. On Azurite (the development account on loopback) Diff adds the
 // previous snapshot's own pages, which cover every cleared range: a
 // superset again, correct but not minimal.
-func (b *Blob) Diff(ctx context.Context, prevSnapshot string, off, n int64) ([]blockdiff.Range, error) {
+func (b *Blob) Diff(ctx context.Context, prevSnapshot string, off, n int64) ([]disk.Range, error) {
 	if prevSnapshot == "" {
 		return nil, b.refuse("diff", off, n, ErrNotFound, "no previous snapshot given")
 	}
@@ -100,7 +100,7 @@ func (b *Blob) Diff(ctx context.Context, prevSnapshot string, off, n int64) ([]b
 	if err != nil {
 		return nil, err
 	}
-	return blockdiff.Normalize(append(rs, old...)), nil
+	return disk.Normalize(append(rs, old...)), nil
 }
 
 // DiffFromURL is Diff against a previous snapshot given by URL
@@ -108,7 +108,7 @@ func (b *Blob) Diff(ctx context.Context, prevSnapshot string, off, n int64) ([]b
 // snapshots are compared: b is the newer snapshot (opened by its SAS
 // URL) and prevSnapshotURL the older one's SAS URL. A previous snapshot
 // that was deleted answers 409 PreviousSnapshotNotFound (ErrNotFound).
-func (b *Blob) DiffFromURL(ctx context.Context, prevSnapshotURL string, off, n int64) ([]blockdiff.Range, error) {
+func (b *Blob) DiffFromURL(ctx context.Context, prevSnapshotURL string, off, n int64) ([]disk.Range, error) {
 	if _, err := ParseURL(prevSnapshotURL); err != nil {
 		return nil, b.wrap("diff", off, n, err)
 	}
@@ -127,7 +127,7 @@ func (b *Blob) span(op string, off, n int64) (int64, error) {
 	return min(off+n, b.size.Load()), nil
 }
 
-func (b *Blob) diff(ctx context.Context, o *pageblob.GetPageRangesDiffOptions, off, n int64) ([]blockdiff.Range, error) {
+func (b *Blob) diff(ctx context.Context, o *pageblob.GetPageRangesDiffOptions, off, n int64) ([]disk.Range, error) {
 	end, err := b.span("diff", off, n)
 	if err != nil || off >= end {
 		return nil, err
@@ -138,7 +138,7 @@ func (b *Blob) diff(ctx context.Context, o *pageblob.GetPageRangesDiffOptions, o
 		o.MaxResults = &b.cl.opts.ListMaxResults
 	}
 	seg := b.cl.opts.ListSegment
-	var all []blockdiff.Range
+	var all []disk.Range
 	for s := off; s < end; s = min(s+seg, end) {
 		e := min(s+seg, end)
 		rs, err := b.diffSegment(ctx, *o, s, e)
@@ -147,17 +147,17 @@ func (b *Blob) diff(ctx context.Context, o *pageblob.GetPageRangesDiffOptions, o
 		}
 		all = append(all, rs...)
 	}
-	return blockdiff.Normalize(all), nil
+	return disk.Normalize(all), nil
 }
 
-func (b *Blob) diffSegment(ctx context.Context, o pageblob.GetPageRangesDiffOptions, s, e int64) ([]blockdiff.Range, error) {
+func (b *Blob) diffSegment(ctx context.Context, o pageblob.GetPageRangesDiffOptions, s, e int64) ([]disk.Range, error) {
 	if err := b.cl.limiter.Acquire(ctx); err != nil {
 		return nil, err
 	}
 	defer b.cl.limiter.Release()
 	o.Range = blob.HTTPRange{Offset: s, Count: e - s}
 	pager := b.pb.NewGetPageRangesDiffPager(&o)
-	var rs []blockdiff.Range
+	var rs []disk.Range
 	for pager.More() {
 		page, err := pager.NextPage(ctx)
 		if err != nil {
@@ -179,7 +179,7 @@ func (b *Blob) diffSegment(ctx context.Context, o pageblob.GetPageRangesDiffOpti
 }
 
 // appendClipped appends Azure's inclusive [start, end], clipped to [s, e).
-func appendClipped(rs []blockdiff.Range, start, end *int64, s, e int64) ([]blockdiff.Range, error) {
+func appendClipped(rs []disk.Range, start, end *int64, s, e int64) ([]disk.Range, error) {
 	r, err := pageRange(start, end)
 	if err != nil {
 		return rs, err
@@ -188,25 +188,25 @@ func appendClipped(rs []blockdiff.Range, start, end *int64, s, e int64) ([]block
 }
 
 // pageRange converts Azure's inclusive [Start, End] to a Range.
-func pageRange(start, end *int64) (blockdiff.Range, error) {
+func pageRange(start, end *int64) (disk.Range, error) {
 	if start == nil || end == nil || *end < *start {
-		return blockdiff.Range{}, errors.New("malformed page range in Azure's answer")
+		return disk.Range{}, errors.New("malformed page range in Azure's answer")
 	}
-	return blockdiff.Range{Off: *start, Len: *end - *start + 1}, nil
+	return disk.Range{Off: *start, Len: *end - *start + 1}, nil
 }
 
 // clip returns r cut to [s, e) (Len 0 if outside).
-func clip(r blockdiff.Range, s, e int64) blockdiff.Range {
+func clip(r disk.Range, s, e int64) disk.Range {
 	lo, hi := max(r.Off, s), min(r.End(), e)
 	if lo >= hi {
-		return blockdiff.Range{Off: lo}
+		return disk.Range{Off: lo}
 	}
-	return blockdiff.Range{Off: lo, Len: hi - lo}
+	return disk.Range{Off: lo, Len: hi - lo}
 }
 
 // appendMerged appends r to sorted rs, merging it with the last range if
 // they touch. Empty ranges are dropped.
-func appendMerged(rs []blockdiff.Range, r blockdiff.Range) []blockdiff.Range {
+func appendMerged(rs []disk.Range, r disk.Range) []disk.Range {
 	if r.Len <= 0 {
 		return rs
 	}
@@ -218,25 +218,25 @@ func appendMerged(rs []blockdiff.Range, r blockdiff.Range) []blockdiff.Range {
 }
 
 // addRange returns sorted, merged rs with r added (a new slice).
-func addRange(rs []blockdiff.Range, r blockdiff.Range) []blockdiff.Range {
-	out := make([]blockdiff.Range, 0, len(rs)+1)
+func addRange(rs []disk.Range, r disk.Range) []disk.Range {
+	out := make([]disk.Range, 0, len(rs)+1)
 	out = append(out, rs...)
-	return blockdiff.Normalize(append(out, r))
+	return disk.Normalize(append(out, r))
 }
 
 // subtractRange returns rs without the bytes of r (a new slice).
-func subtractRange(rs []blockdiff.Range, r blockdiff.Range) []blockdiff.Range {
-	out := make([]blockdiff.Range, 0, len(rs)+1)
+func subtractRange(rs []disk.Range, r disk.Range) []disk.Range {
+	out := make([]disk.Range, 0, len(rs)+1)
 	for _, x := range rs {
 		if x.End() <= r.Off || x.Off >= r.End() {
 			out = append(out, x)
 			continue
 		}
 		if x.Off < r.Off {
-			out = append(out, blockdiff.Range{Off: x.Off, Len: r.Off - x.Off})
+			out = append(out, disk.Range{Off: x.Off, Len: r.Off - x.Off})
 		}
 		if x.End() > r.End() {
-			out = append(out, blockdiff.Range{Off: r.End(), Len: x.End() - r.End()})
+			out = append(out, disk.Range{Off: r.End(), Len: x.End() - r.End()})
 		}
 	}
 	return out
@@ -253,22 +253,22 @@ type rangeCache struct {
 	mu       sync.Mutex
 	epoch    uint64
 	gens     map[int64]uint64
-	segs     map[int64][]blockdiff.Range
+	segs     map[int64][]disk.Range
 	lru      []int64 // most recent last
 	inflight map[int64]*segCall
 }
 
 type segCall struct {
 	done chan struct{}
-	rs   []blockdiff.Range
+	rs   []disk.Range
 	err  error
 }
 
 func newRangeCache(seg int64, max int) *rangeCache {
-	return &rangeCache{seg: seg, max: max, gens: map[int64]uint64{}, segs: map[int64][]blockdiff.Range{}, inflight: map[int64]*segCall{}}
+	return &rangeCache{seg: seg, max: max, gens: map[int64]uint64{}, segs: map[int64][]disk.Range{}, inflight: map[int64]*segCall{}}
 }
 
-func (c *rangeCache) get(ctx context.Context, i int64, fetch func(context.Context) ([]blockdiff.Range, error)) ([]blockdiff.Range, error) {
+func (c *rangeCache) get(ctx context.Context, i int64, fetch func(context.Context) ([]disk.Range, error)) ([]disk.Range, error) {
 	if c.max <= 0 {
 		return fetch(ctx)
 	}
@@ -323,7 +323,7 @@ func (c *rangeCache) touchLocked(i int64) {
 
 // update applies f to every cached segment overlapping [off, off+n) and
 // bumps their generations.
-func (c *rangeCache) update(off, n int64, f func([]blockdiff.Range, blockdiff.Range) []blockdiff.Range) {
+func (c *rangeCache) update(off, n int64, f func([]disk.Range, disk.Range) []disk.Range) {
 	if n <= 0 || c.max <= 0 {
 		return
 	}
@@ -332,7 +332,7 @@ func (c *rangeCache) update(off, n int64, f func([]blockdiff.Range, blockdiff.Ra
 	for i := off / c.seg; i*c.seg < off+n; i++ {
 		c.gens[i]++
 		if rs, ok := c.segs[i]; ok && f != nil {
-			c.segs[i] = f(rs, clip(blockdiff.Range{Off: off, Len: n}, i*c.seg, (i+1)*c.seg))
+			c.segs[i] = f(rs, clip(disk.Range{Off: off, Len: n}, i*c.seg, (i+1)*c.seg))
 		}
 	}
 }

@@ -17,7 +17,8 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
-	"github.com/deltasync/deltasync/blockdiff"
+
+	"github.com/deltasync/deltasync/disk"
 	"github.com/deltasync/deltasync/pageblob/pageblobtest"
 )
 
@@ -194,7 +195,7 @@ func TestAllocatedRangesPagingRecorded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []blockdiff.Range{
+	want := []disk.Range{
 		{Off: 0, Len: 64 << 10},
 		{Off: 1 << 20, Len: 128 << 10}, // one range split across two pages of the answer
 		{Off: 512 << 20, Len: 4096},
@@ -218,7 +219,7 @@ func TestAllocatedRangesPagingRecorded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []blockdiff.Range{{Off: 32 << 10, Len: 32 << 10}, {Off: 1 << 20, Len: 32 << 10}}; !slices.Equal(sub, want) {
+	if want := []disk.Range{{Off: 32 << 10, Len: 32 << 10}, {Off: 1 << 20, Len: 32 << 10}}; !slices.Equal(sub, want) {
 		t.Fatalf("sub-range = %v, want %v", sub, want)
 	}
 	if n := len(f.requests("pagelist")); n != 4 {
@@ -236,7 +237,7 @@ func TestDiffInterleavedRecorded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	want := []blockdiff.Range{
+	want := []disk.Range{
 		{Off: 0, Len: 1024}, // PageRange 0-511 and ClearRange 512-1023
 		{Off: 4096, Len: 4096},
 		{Off: 1 << 20, Len: 1 << 20}, // a ClearRange only
@@ -282,7 +283,7 @@ func TestDiffInterleavedRecorded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []blockdiff.Range{{Off: 4096, Len: 4096}, {Off: 1 << 20, Len: 1<<20 + 4096}}; !slices.Equal(got[:1], want[:1]) || got[1].Off != 1<<20 {
+	if want := []disk.Range{{Off: 4096, Len: 4096}, {Off: 1 << 20, Len: 1<<20 + 4096}}; !slices.Equal(got[:1], want[:1]) || got[1].Off != 1<<20 {
 		t.Fatalf("Diff of [4096, +2 MiB) = %v", got)
 	}
 	for _, r := range got {

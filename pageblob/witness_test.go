@@ -22,6 +22,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/pageblob"
 
+	"github.com/deltasync/deltasync/disk"
 	"github.com/deltasync/deltasync/internal/azurite"
 	"github.com/deltasync/deltasync/transfer"
 )
@@ -711,7 +712,7 @@ func TestManagedDiskFooterLast(t *testing.T) {
 		defer d.Close()
 		cctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		var tgt transfer.Target = d
+		var tgt disk.Target = d
 		if interrupt {
 			tgt = &cancelAfter{Blob: d, n: 2, cancel: cancel}
 		}

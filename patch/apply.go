@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 	"github.com/deltasync/deltasync/transfer"
 )
 
@@ -33,11 +34,11 @@ type ApplyOptions struct {
 	// instead of cutting it (for a target that cannot shrink, such as a
 	// block device): the target then reads as the result followed by its
 	// old tail. Default false: the target is cut to the result's size,
-	// and a target that cannot be (not a transfer.Resizer) is refused.
+	// and a target that cannot be (not a disk.Resizer) is refused.
 	KeepExcess bool
 	// Verify hashes the target again after the patch is applied and
 	// flushed (its cache dropped first when it is a
-	// transfer.CacheDropper), and fails with ErrResultMismatch unless it
+	// disk.CacheDropper), and fails with ErrResultMismatch unless it
 	// is the patch's result. Default false: it costs a second read of
 	// the target.
 	Verify bool
@@ -88,9 +89,9 @@ type plan struct {
 	size    int64 // the target's size before anything is written
 	grow    bool  // resize the target to the result's size first
 	cut     bool  // cut the target to the result's size last
-	resizer transfer.Resizer
-	zeroer  transfer.Zeroer
-	flusher transfer.Flusher
+	resizer disk.Resizer
+	zeroer  disk.Zeroer
+	flusher disk.Flusher
 	align   int64
 	wsize   int64
 	checked bool // the base was checked
@@ -110,17 +111,17 @@ type plan struct {
 // (ApplyStats.AlreadyApplied).
 //
 // The second pass applies the records in order: the target is grown first
-// when the result is longer (transfer.Resizer), each data record written
+// when the result is longer (disk.Resizer), each data record written
 // (in writes of at most WriteSize, aligned to the target's WriteLimits),
-// each zero record cleared (transfer.Zeroer, or zeros written), and a
+// each zero record cleared (disk.Zeroer, or zeros written), and a
 // target longer than the result flushed and cut last (unless
-// opts.KeepExcess). The target is flushed at the end (transfer.Flusher).
+// opts.KeepExcess). The target is flushed at the end (disk.Flusher).
 // Every write is addressed by offset, so an interrupted Apply can be run
 // again on the partly written target, and ends as if it had not been
 // interrupted. Errors of the target are *transfer.WriteError.
 //
 // Memory is bounded: two records, and blockdiff's hashing workers.
-func Apply(ctx context.Context, patch io.ReadSeeker, dst transfer.Target, opts *ApplyOptions) (st ApplyStats, err error) {
+func Apply(ctx context.Context, patch io.ReadSeeker, dst disk.Target, opts *ApplyOptions) (st ApplyStats, err error) {
 	t0 := time.Now()
 	defer func() { st.Elapsed = time.Since(t0) }()
 	var o ApplyOptions
@@ -165,7 +166,7 @@ func Apply(ctx context.Context, patch io.ReadSeeker, dst transfer.Target, opts *
 // check is the first pass: it reads the whole patch and, unless
 // NoBaseCheck, hashes the target, and says whether the patch may be
 // applied.
-func check(ctx context.Context, patch io.Reader, dst transfer.Target, o *ApplyOptions) (p plan, err error) {
+func check(ctx context.Context, patch io.Reader, dst disk.Target, o *ApplyOptions) (p plan, err error) {
 	rd, err := NewReader(bufio.NewReaderSize(patch, 256<<10))
 	if err != nil {
 		return p, err
@@ -278,11 +279,11 @@ func check(ctx context.Context, patch io.Reader, dst transfer.Target, o *ApplyOp
 
 // limits finds what the target can do and refuses a target that cannot
 // take the patch.
-func (p *plan) limits(dst transfer.Target, o *ApplyOptions) error {
+func (p *plan) limits(dst disk.Target, o *ApplyOptions) error {
 	D, S := p.size, p.g.result
-	p.resizer, _ = dst.(transfer.Resizer)
-	p.zeroer, _ = dst.(transfer.Zeroer)
-	p.flusher, _ = dst.(transfer.Flusher)
+	p.resizer, _ = dst.(disk.Resizer)
+	p.zeroer, _ = dst.(disk.Zeroer)
+	p.flusher, _ = dst.(disk.Flusher)
 	p.grow = D < S
 	p.cut = D > S && !o.KeepExcess
 	if p.grow && p.resizer == nil {
@@ -293,7 +294,7 @@ func (p *plan) limits(dst transfer.Target, o *ApplyOptions) error {
 	}
 	p.align = 1
 	var maxw int64
-	if wl, ok := dst.(transfer.WriteLimits); ok {
+	if wl, ok := dst.(disk.WriteLimits); ok {
 		p.align, maxw = wl.WriteLimits()
 		p.align = max(p.align, 1)
 	}
@@ -312,7 +313,7 @@ func (p *plan) limits(dst transfer.Target, o *ApplyOptions) error {
 }
 
 // apply is the second pass: it reads the patch again and writes it.
-func (p *plan) apply(ctx context.Context, patch io.ReadSeeker, start int64, dst transfer.Target, st *ApplyStats) error {
+func (p *plan) apply(ctx context.Context, patch io.ReadSeeker, start int64, dst disk.Target, st *ApplyStats) error {
 	if _, err := patch.Seek(start, io.SeekStart); err != nil {
 		return fmt.Errorf("patch: seeking back to the patch's start: %w", err)
 	}
@@ -420,12 +421,12 @@ func writeAt(dst io.WriterAt, b []byte, off int64) error {
 
 // verify hashes the target's first ResultSize bytes and compares them
 // with the patch's result.
-func (p *plan) verify(ctx context.Context, dst transfer.Target, o *ApplyOptions) error {
+func (p *plan) verify(ctx context.Context, dst disk.Target, o *ApplyOptions) error {
 	S := p.g.result
 	if n := dst.Size(); n < S {
 		return fmt.Errorf("%w: the target has %d bytes after the apply, the result %d", ErrResultMismatch, n, S)
 	}
-	if cd, ok := dst.(transfer.CacheDropper); ok {
+	if cd, ok := dst.(disk.CacheDropper); ok {
 		_ = cd.DropCache(0, S) // best effort: verify still reads
 	}
 	d := newDigester(p.hdr.Alg, p.hdr.BlockSize, S)

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/deltasync/deltasync/transfer"
+	"github.com/deltasync/deltasync/disk"
 )
 
 // memDisk is an in-memory target with every capability Apply uses.
@@ -20,10 +20,10 @@ type memDisk struct {
 }
 
 var (
-	_ transfer.Target  = (*memDisk)(nil)
-	_ transfer.Zeroer  = (*memDisk)(nil)
-	_ transfer.Resizer = (*memDisk)(nil)
-	_ transfer.Flusher = (*memDisk)(nil)
+	_ disk.Target  = (*memDisk)(nil)
+	_ disk.Zeroer  = (*memDisk)(nil)
+	_ disk.Resizer = (*memDisk)(nil)
+	_ disk.Flusher = (*memDisk)(nil)
 )
 
 func newMemDisk(b []byte) *memDisk { return &memDisk{b: append([]byte(nil), b...)} }

@@ -14,6 +14,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 
 	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 	"github.com/deltasync/deltasync/transfer"
 )
 
@@ -55,7 +56,7 @@ func diffSig(t testing.TB, sig, src []byte, o *WriteOptions) ([]byte, WriteStats
 	return out.Bytes(), st
 }
 
-func apply(p []byte, dst transfer.Target, o *ApplyOptions) (ApplyStats, error) {
+func apply(p []byte, dst disk.Target, o *ApplyOptions) (ApplyStats, error) {
 	return Apply(context.Background(), bytes.NewReader(p), dst, o)
 }
 

@@ -7,7 +7,7 @@ import (
 	"io/fs"
 	"time"
 
-	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 	"github.com/deltasync/deltasync/pageblob"
 )
 
@@ -60,13 +60,13 @@ func (t BlobTarget) OpenPoint(ctx context.Context, id string) (PointSource, erro
 // ChangedSince lists the ranges of the blob written or cleared since its
 // snapshot id (Get Page Ranges Diff: PageRange and ClearRange entries
 // both count). A snapshot that is gone gives ErrNoBase.
-func (t BlobTarget) ChangedSince(ctx context.Context, id string) ([]blockdiff.Range, error) {
+func (t BlobTarget) ChangedSince(ctx context.Context, id string) ([]disk.Range, error) {
 	return blobDiff(ctx, t.Blob, id)
 }
 
 // blobDiff lists the changes of b (a blob, or a snapshot view) since its
 // snapshot prev; pageblob.Blob.Diff covers Azurite's wrong diffs itself.
-func blobDiff(ctx context.Context, b *pageblob.Blob, prev string) ([]blockdiff.Range, error) {
+func blobDiff(ctx context.Context, b *pageblob.Blob, prev string) ([]disk.Range, error) {
 	rs, err := b.Diff(ctx, prev, 0, b.Size())
 	if errors.Is(err, pageblob.ErrNotFound) {
 		return nil, fmt.Errorf("%w: %w", ErrNoBase, err)
@@ -141,7 +141,7 @@ func (v *BlobView) Time() time.Time { return snapshotTime(v.id) }
 
 // ChangedSince lists the ranges changed between the snapshot prevID and
 // this one (a diff between two snapshots).
-func (v *BlobView) ChangedSince(ctx context.Context, prevID string) ([]blockdiff.Range, error) {
+func (v *BlobView) ChangedSince(ctx context.Context, prevID string) ([]disk.Range, error) {
 	return blobDiff(ctx, v.Blob, prevID)
 }
 

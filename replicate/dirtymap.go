@@ -12,7 +12,7 @@ import (
 	"os"
 	"sync"
 
-	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 )
 
 // DefaultGrain is the bytes of disk one bit of a DirtyMap covers.
@@ -210,7 +210,7 @@ func (m *DirtyMap) Invalidate(why string) {
 // cycle that did not finish (no Done) are included again. trusted is
 // false, with the reason, when the map cannot be relied on; the ranges
 // are then meaningless and the cycle must compare everything.
-func (m *DirtyMap) Take() (ranges []blockdiff.Range, trusted bool, why string) {
+func (m *DirtyMap) Take() (ranges []disk.Range, trusted bool, why string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for i := range m.cur {
@@ -262,15 +262,15 @@ func (m *DirtyMap) Size() int64  { return m.size }
 func (m *DirtyMap) Grain() int64 { return m.grain }
 
 // rangesLocked turns set bits into merged byte ranges clipped to size.
-func (m *DirtyMap) rangesLocked(w []uint64) []blockdiff.Range {
-	var out []blockdiff.Range
+func (m *DirtyMap) rangesLocked(w []uint64) []disk.Range {
+	var out []disk.Range
 	for i, x := range w {
 		for x != 0 {
 			t := bits.TrailingZeros64(x)
 			b := int64(i)*64 + int64(t)
 			x &^= 1 << t
 			off := b * m.grain
-			r := blockdiff.Range{Off: off, Len: min(m.grain, m.size-off)}
+			r := disk.Range{Off: off, Len: min(m.grain, m.size-off)}
 			if k := len(out); k > 0 && out[k-1].End() == r.Off {
 				out[k-1].Len += r.Len
 			} else {

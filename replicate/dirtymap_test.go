@@ -7,7 +7,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 )
 
 func TestDirtyMapPersistence(t *testing.T) {
@@ -28,7 +28,7 @@ func TestDirtyMapPersistence(t *testing.T) {
 	m.Mark(size-10, 100) // the last, partial grain, clipped
 	m.Mark(-1, 5)        // ignored
 	rs, ok, _ := m.Take()
-	want := []blockdiff.Range{{Off: 0, Len: grain}, {Off: 2 * grain, Len: 2 * grain}, {Off: size - 512, Len: 512}}
+	want := []disk.Range{{Off: 0, Len: grain}, {Off: 2 * grain, Len: 2 * grain}, {Off: size - 512, Len: 512}}
 	if !ok || !slices.Equal(rs, want) {
 		t.Fatalf("Take = %v %v, want %v", rs, ok, want)
 	}

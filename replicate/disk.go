@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 	"github.com/deltasync/deltasync/transfer"
 )
 
@@ -31,14 +31,14 @@ type diskState struct {
 	MapGen   uint64 `json:"mapGen,omitempty"`
 	// Pending holds the hints of a cycle that started and did not
 	// finish: the next cycle covers them again.
-	Pending []blockdiff.Range `json:"pending,omitempty"`
+	Pending []disk.Range `json:"pending,omitempty"`
 	// Points are the recovery points this replicator made, oldest first.
 	Points []Point `json:"points,omitempty"`
 }
 
-// disk is one source and target pair: the machinery of a cycle, shared
+// member is one source and target pair: the machinery of a cycle, shared
 // by Replicator (one disk) and Group (several).
-type disk struct {
+type member struct {
 	name      string
 	freezer   Freezer // nil in a group
 	target    Target
@@ -53,11 +53,11 @@ type disk struct {
 	stat Status
 }
 
-func newDisk(name string, f Freezer, t Target, dirty *DirtyMap, p Policy, opts *transfer.Options, stateFile string) (*disk, error) {
+func newDisk(name string, f Freezer, t Target, dirty *DirtyMap, p Policy, opts *transfer.Options, stateFile string) (*member, error) {
 	if t == nil {
 		return nil, fmt.Errorf("replicate: disk %q has no target", name)
 	}
-	d := &disk{name: name, freezer: f, target: t, dirty: dirty, policy: p.withDefaults(), stateFile: stateFile}
+	d := &member{name: name, freezer: f, target: t, dirty: dirty, policy: p.withDefaults(), stateFile: stateFile}
 	if opts != nil {
 		d.opts = *opts
 	}
@@ -87,7 +87,7 @@ func newDisk(name string, f Freezer, t Target, dirty *DirtyMap, p Policy, opts *
 }
 
 // saveLocked persists the state when there is a state file.
-func (d *disk) saveLocked() error {
+func (d *member) saveLocked() error {
 	if d.stateFile == "" {
 		return nil
 	}
@@ -104,14 +104,14 @@ func (d *disk) saveLocked() error {
 // taken is what a dirty map handed to a cycle, before the freeze.
 type taken struct {
 	have    bool
-	ranges  []blockdiff.Range
+	ranges  []disk.Range
 	trusted bool
 	why     string
 }
 
 // take takes the dirty map's ranges (call it before the freeze) and
 // checks the map against the state's record of it.
-func (d *disk) take() taken {
+func (d *member) take() taken {
 	if d.dirty == nil {
 		return taken{}
 	}
@@ -132,7 +132,7 @@ func (d *disk) take() taken {
 
 // plan decides the hints of a cycle: nil means compare everything, for
 // the reason given.
-func (d *disk) plan(ctx context.Context, v View, tk taken) (hints []blockdiff.Range, reason string, err error) {
+func (d *member) plan(ctx context.Context, v View, tk taken) (hints []disk.Range, reason string, err error) {
 	d.mu.Lock()
 	st := d.st
 	d.mu.Unlock()
@@ -166,9 +166,9 @@ func (d *disk) plan(ctx context.Context, v View, tk taken) (hints []blockdiff.Ra
 		hints = append(hints, st.Pending...)
 		reason += " + an unfinished cycle's hints"
 	}
-	hints = blockdiff.Normalize(hints)
+	hints = disk.Normalize(hints)
 	if hints == nil {
-		hints = []blockdiff.Range{}
+		hints = []disk.Range{}
 	}
 	return hints, reason, nil
 }
@@ -177,7 +177,7 @@ func (d *disk) plan(ctx context.Context, v View, tk taken) (hints []blockdiff.Ra
 // frozen is when the view was frozen, on this machine's monotonic clock.
 // On success the view becomes the base of the next cycle (the old base
 // is released); on failure it is released.
-func (d *disk) cycle(ctx context.Context, v View, tk taken, frozen time.Time) (rep CycleReport, err error) {
+func (d *member) cycle(ctx context.Context, v View, tk taken, frozen time.Time) (rep CycleReport, err error) {
 	rep = CycleReport{Disk: d.name, View: v.ID(), ViewTime: v.Time(), Started: frozen}
 	defer func() {
 		if err != nil {
@@ -213,7 +213,7 @@ func (d *disk) cycle(ctx context.Context, v View, tk taken, frozen time.Time) (r
 		return rep, fmt.Errorf("replicate: disk %q: syncing from view %s: %w", d.name, v.ID(), err)
 	}
 	t0 = time.Now()
-	if f, ok := d.target.(transfer.Flusher); ok {
+	if f, ok := d.target.(disk.Flusher); ok {
 		if err := f.Flush(ctx); err != nil {
 			return rep, fmt.Errorf("replicate: disk %q: flushing before the recovery point: %w", d.name, err)
 		}
@@ -273,7 +273,7 @@ func (d *disk) cycle(ctx context.Context, v View, tk taken, frozen time.Time) (r
 }
 
 // fail records a failed cycle: the view is released, the base kept.
-func (d *disk) fail(ctx context.Context, v View, err error) {
+func (d *member) fail(ctx context.Context, v View, err error) {
 	rctx := context.WithoutCancel(ctx)
 	rerr := v.Release(rctx)
 	d.mu.Lock()
@@ -284,7 +284,7 @@ func (d *disk) fail(ctx context.Context, v View, err error) {
 }
 
 // record updates the status after a successful cycle.
-func (d *disk) record(rep CycleReport) {
+func (d *member) record(rep CycleReport) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.stat.Cycles = d.st.Cycles
@@ -301,7 +301,7 @@ func (d *disk) record(rep CycleReport) {
 
 // deletePoints deletes recovery points made by this disk and forgets
 // them; a point already gone is forgotten as well.
-func (d *disk) deletePoints(ctx context.Context, drop []Point) (deleted []Point, err error) {
+func (d *member) deletePoints(ctx context.Context, drop []Point) (deleted []Point, err error) {
 	var errs []error
 	gone := map[string]bool{}
 	for _, p := range drop {
@@ -321,7 +321,7 @@ func (d *disk) deletePoints(ctx context.Context, drop []Point) (deleted []Point,
 }
 
 // close releases the base view and saves the state.
-func (d *disk) close(ctx context.Context) error {
+func (d *member) close(ctx context.Context) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	// The base view is kept (not released): it is the next process's

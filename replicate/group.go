@@ -102,7 +102,7 @@ type GroupConfig struct {
 // them. Methods are safe for concurrent use.
 type Group struct {
 	cfg   GroupConfig
-	disks []*disk
+	disks []*member
 	sem   chan struct{}
 	sched schedule
 

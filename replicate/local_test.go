@@ -10,8 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deltasync/deltasync/blockdiff"
-	"github.com/deltasync/deltasync/transfer"
+	"github.com/deltasync/deltasync/disk"
 )
 
 // TestMissedHintCaught: a write the dirty-range feed missed (simulated)
@@ -136,14 +135,14 @@ func TestHintedCycleReadsOnlyHints(t *testing.T) {
 	// 1% of the disk in 64 KiB writes (the map's grain and the block
 	// size: hints are widened to both) at random places.
 	p := make([]byte, 64<<10)
-	var marked []blockdiff.Range
+	var marked []disk.Range
 	for range size / 100 / len(p) {
 		for i := range p {
 			p[i] = byte(rng.Uint32())
 		}
 		off := rng.Int64N(size/int64(len(p))) * int64(len(p))
 		writeFile(t, sp, p, off, dm)
-		marked = append(marked, blockdiff.Range{Off: off, Len: int64(len(p))})
+		marked = append(marked, disk.Range{Off: off, Len: int64(len(p))})
 	}
 	cs.reset()
 	rep, err := r.Cycle(ctx)
@@ -246,4 +245,4 @@ func (noPoints) CreatePoint(context.Context) (Point, error) {
 }
 func (noPoints) DeletePoint(context.Context, string) error { return nil }
 
-var _ transfer.Target = noPoints{}
+var _ disk.Target = noPoints{}

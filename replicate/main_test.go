@@ -14,11 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 	"github.com/deltasync/deltasync/internal/azurite"
 	"github.com/deltasync/deltasync/localdisk"
 	"github.com/deltasync/deltasync/pageblob"
-	"github.com/deltasync/deltasync/transfer"
 )
 
 // The Azurite server is started by the first test that needs it and
@@ -79,7 +78,7 @@ func newBlob(t *testing.T, s *azurite.Server, what string, size int64) *pageblob
 }
 
 // readAll reads a whole disk.
-func readAll(t *testing.T, r transfer.Source) []byte {
+func readAll(t *testing.T, r disk.Source) []byte {
 	t.Helper()
 	p := make([]byte, r.Size())
 	if n, err := r.ReadAt(p, 0); err != nil && !(err == io.EOF && n == len(p)) {
@@ -101,7 +100,7 @@ func mutate(t *testing.T, rng *rand.Rand, w io.WriterAt, size int64, n int) {
 				p[i] = byte(rng.Uint32())
 			}
 		}
-		if z, ok := w.(transfer.Zeroer); ok && !bytes.ContainsFunc(p, func(r rune) bool { return r != 0 }) {
+		if z, ok := w.(disk.Zeroer); ok && !bytes.ContainsFunc(p, func(r rune) bool { return r != 0 }) {
 			if err := z.ZeroRange(context.Background(), off, l); err != nil {
 				t.Fatal(err)
 			}
@@ -185,17 +184,17 @@ func writeFile(t *testing.T, path string, p []byte, off int64, m *DirtyMap) {
 // countingSource counts the bytes read from a source and records the
 // ranges read (it hides the file, so blockdiff reads through ReadAt).
 type countingSource struct {
-	transfer.Source
+	disk.Source
 	n  atomic.Int64
 	mu sync.Mutex
-	rs []blockdiff.Range
+	rs []disk.Range
 }
 
 func (c *countingSource) ReadAt(p []byte, off int64) (int, error) {
 	n, err := c.Source.ReadAt(p, off)
 	c.n.Add(int64(n))
 	c.mu.Lock()
-	c.rs = append(c.rs, blockdiff.Range{Off: off, Len: int64(n)})
+	c.rs = append(c.rs, disk.Range{Off: off, Len: int64(n)})
 	c.mu.Unlock()
 	return n, err
 }
@@ -210,7 +209,7 @@ func (c *countingSource) reset() {
 
 // distinct returns the bytes read at least once, and the bytes read
 // outside the ranges given.
-func (c *countingSource) distinct(inside []blockdiff.Range) (read, outside int64) {
+func (c *countingSource) distinct(inside []disk.Range) (read, outside int64) {
 	c.mu.Lock()
 	rs := UnionRanges(c.rs)
 	c.mu.Unlock()

@@ -13,7 +13,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 	"github.com/deltasync/deltasync/pageblob"
 )
 
@@ -87,7 +87,7 @@ func TestUnionOfDiffsRecorded(t *testing.T) {
 	cp := &CommonPoint{SourceID: "2026-11-25T05:00:00.0000000Z", TargetID: "2026-11-25T04:59:59.0000000Z"}
 
 	hints, detail := commonHints(ctx, view, prim, cp)
-	want := []blockdiff.Range{
+	want := []disk.Range{
 		{Off: 0, Len: 8192},              // secondary wrote 0-4095, primary cleared 2048-8191
 		{Off: 65536, Len: 69632},         // secondary cleared 64 KiB, primary wrote the next 4 KiB
 		{Off: 1 << 20, Len: 4096},        // secondary wrote

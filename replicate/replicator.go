@@ -118,7 +118,7 @@ type Status struct {
 // Replicator replicates one disk pair in cycles. Its methods are safe
 // for concurrent use; cycles never overlap (Cycle waits for a running one).
 type Replicator struct {
-	d       *disk
+	d       *member
 	freezer Freezer
 	sem     chan struct{}
 	sched   schedule
@@ -199,32 +199,32 @@ func (r *Replicator) Status() Status { return r.d.status() }
 // hints. It does not close the target, the source or the dirty map.
 func (r *Replicator) Close(ctx context.Context) error { return r.d.close(ctx) }
 
-func (d *disk) points() []Point {
+func (d *member) points() []Point {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return append([]Point(nil), d.st.Points...)
 }
 
-func (d *disk) setRunning(b bool) {
+func (d *member) setRunning(b bool) {
 	d.mu.Lock()
 	d.stat.Running = b
 	d.mu.Unlock()
 }
 
-func (d *disk) addSkipped(n int) {
+func (d *member) addSkipped(n int) {
 	d.mu.Lock()
 	d.stat.Skipped += n
 	d.mu.Unlock()
 }
 
-func (d *disk) failFreeze(err error) {
+func (d *member) failFreeze(err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.stat.Failed++
 	d.stat.LastError, d.stat.LastErrorAt = err, time.Now()
 }
 
-func (d *disk) status() Status {
+func (d *member) status() Status {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	s := d.stat

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 	"github.com/deltasync/deltasync/transfer"
 )
 
@@ -169,7 +169,7 @@ func Reprotect(ctx context.Context, cfg ReprotectConfig) (*ReprotectReport, erro
 	// The synced view is the first recovery point and the base of the
 	// next cycle's hints.
 	t0 = time.Now()
-	if f, ok := tgt.(transfer.Flusher); ok {
+	if f, ok := tgt.(disk.Flusher); ok {
 		if err := f.Flush(ctx); err != nil {
 			return rep, err
 		}
@@ -211,7 +211,7 @@ func Reprotect(ctx context.Context, cfg ReprotectConfig) (*ReprotectReport, erro
 
 // commonHints returns the union of both sides' changes since the common
 // point, or nil (compare everything) with the reason.
-func commonHints(ctx context.Context, v View, t Target, cp *CommonPoint) ([]blockdiff.Range, string) {
+func commonHints(ctx context.Context, v View, t Target, cp *CommonPoint) ([]disk.Range, string) {
 	if cp == nil {
 		return nil, "no common recovery point: both disks compared whole"
 	}
@@ -240,23 +240,23 @@ func commonHints(ctx context.Context, v View, t Target, cp *CommonPoint) ([]bloc
 		nb += r.Len
 	}
 	if u == nil {
-		u = []blockdiff.Range{}
+		u = []disk.Range{}
 	}
 	return u, fmt.Sprintf("union of both sides' changes since the common point: %d bytes (failed-over disk %d, original %d)", n, na, nb)
 }
 
 // UnionRanges returns the sorted, merged union of range lists.
-func UnionRanges(lists ...[]blockdiff.Range) []blockdiff.Range {
-	var all []blockdiff.Range
+func UnionRanges(lists ...[]disk.Range) []disk.Range {
+	var all []disk.Range
 	for _, l := range lists {
 		all = append(all, l...)
 	}
-	return blockdiff.Normalize(all)
+	return disk.Normalize(all)
 }
 
 // adopt makes v (already synced to the target, whose point pt was cut)
 // the base of the next cycle.
-func (d *disk) adopt(v View, pt Point, full bool, frozen time.Time) {
+func (d *member) adopt(v View, pt Point, full bool, frozen time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.base = v

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 	"github.com/deltasync/deltasync/localdisk"
 	"github.com/deltasync/deltasync/transfer"
 )
@@ -19,10 +19,10 @@ import (
 type feedView struct {
 	View
 	common string
-	feed   []blockdiff.Range
+	feed   []disk.Range
 }
 
-func (v feedView) ChangedSince(ctx context.Context, id string) ([]blockdiff.Range, error) {
+func (v feedView) ChangedSince(ctx context.Context, id string) ([]disk.Range, error) {
 	if id != v.common {
 		return nil, ErrNoBase
 	}
@@ -32,10 +32,10 @@ func (v feedView) ChangedSince(ctx context.Context, id string) ([]blockdiff.Rang
 type feedTarget struct {
 	*FileTarget
 	common string
-	feed   []blockdiff.Range
+	feed   []disk.Range
 }
 
-func (t feedTarget) ChangedSince(ctx context.Context, id string) ([]blockdiff.Range, error) {
+func (t feedTarget) ChangedSince(ctx context.Context, id string) ([]disk.Range, error) {
 	if id != t.common {
 		return nil, ErrNoBase
 	}
@@ -59,8 +59,8 @@ func TestReprotectLocalFeeds(t *testing.T) {
 
 	// After the failover both sides changed: the secondary runs the
 	// workload, the primary took a few writes before it went down.
-	var secFeed, primFeed []blockdiff.Range
-	change := func(path string, feed *[]blockdiff.Range, n int) {
+	var secFeed, primFeed []disk.Range
+	change := func(path string, feed *[]disk.Range, n int) {
 		for range n {
 			p := make([]byte, 4096*(1+rng.IntN(4)))
 			for i := range p {
@@ -68,7 +68,7 @@ func TestReprotectLocalFeeds(t *testing.T) {
 			}
 			off := rng.Int64N(size/4096-4) * 4096
 			writeFile(t, path, p, off, nil)
-			*feed = append(*feed, blockdiff.Range{Off: off, Len: int64(len(p))})
+			*feed = append(*feed, disk.Range{Off: off, Len: int64(len(p))})
 		}
 	}
 	change(secPath, &secFeed, 20)

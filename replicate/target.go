@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/deltasync/deltasync/transfer"
+	"github.com/deltasync/deltasync/disk"
 )
 
 // Point is a recovery point: a snapshot of the target cut at the end of a
@@ -25,7 +25,7 @@ type Point struct {
 
 // PointSource is a recovery point opened as a read-only source.
 type PointSource interface {
-	transfer.Source
+	disk.Source
 	Close() error
 }
 
@@ -47,9 +47,9 @@ type Points interface {
 	OpenPoint(ctx context.Context, id string) (PointSource, error)
 }
 
-// Target is a replication target: a transfer.Target (with whatever
+// Target is a replication target: a disk.Target (with whatever
 // optional capabilities it has) that keeps recovery points.
 type Target interface {
-	transfer.Target
+	disk.Target
 	Points
 }

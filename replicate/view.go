@@ -7,8 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/deltasync/deltasync/blockdiff"
-	"github.com/deltasync/deltasync/transfer"
+	"github.com/deltasync/deltasync/disk"
 )
 
 // View is a frozen, read-only view of a source disk at one moment: a
@@ -16,7 +15,7 @@ import (
 // copy of an image, or a disk whose writer is paused. Its bytes do not
 // change while it is held. ReadAt may be called concurrently.
 type View interface {
-	transfer.Source
+	disk.Source
 	// ID names the view among the views of its source (a snapshot id).
 	// Two views of one source never share an ID.
 	ID() string
@@ -49,7 +48,7 @@ func (f FreezerFunc) Freeze(ctx context.Context) (View, error) { return f(ctx) }
 // changes cannot be listed, ChangedSince returns an error wrapping
 // ErrNoBase, and the cycle compares everything.
 type Changer interface {
-	ChangedSince(ctx context.Context, prevID string) ([]blockdiff.Range, error)
+	ChangedSince(ctx context.Context, prevID string) ([]disk.Range, error)
 }
 
 // Quiesced returns a Freezer for a source that nothing writes while a
@@ -61,7 +60,7 @@ type Changer interface {
 //
 // A source written during a cycle is not frozen: transfer.Sync notices a
 // changed Versioner (ErrSourceChanged) and the cycle fails.
-func Quiesced(src transfer.Source, now func() time.Time) Freezer {
+func Quiesced(src disk.Source, now func() time.Time) Freezer {
 	if now == nil {
 		now = time.Now
 	}
@@ -70,7 +69,7 @@ func Quiesced(src transfer.Source, now func() time.Time) Freezer {
 }
 
 type quiesced struct {
-	src transfer.Source
+	src disk.Source
 	now func() time.Time
 	n   atomic.Int64
 }
@@ -84,7 +83,7 @@ func (q *quiesced) Freeze(ctx context.Context) (View, error) {
 
 // sourceView is a View of a source that is frozen by other means.
 type sourceView struct {
-	transfer.Source
+	disk.Source
 	id string
 	t  time.Time
 }
@@ -95,7 +94,7 @@ func (v *sourceView) Release(context.Context) error { return nil }
 
 // Identity passes the source's identity on (journals), with the view's ID.
 func (v *sourceView) Identity() string {
-	if id, ok := v.Source.(transfer.Identifier); ok && id.Identity() != "" {
+	if id, ok := v.Source.(disk.Identifier); ok && id.Identity() != "" {
 		return id.Identity() + "@" + v.id
 	}
 	return ""
@@ -104,18 +103,18 @@ func (v *sourceView) Identity() string {
 // Version passes the source's version on, so that a source written during
 // a cycle is noticed.
 func (v *sourceView) Version(ctx context.Context) (string, error) {
-	if ver, ok := v.Source.(transfer.Versioner); ok {
+	if ver, ok := v.Source.(disk.Versioner); ok {
 		return ver.Version(ctx)
 	}
 	return "", nil
 }
 
 // AllocatedRanges passes the source's allocation map on, when it has one.
-func (v *sourceView) AllocatedRanges(ctx context.Context, off, n int64) ([]blockdiff.Range, error) {
-	if m, ok := v.Source.(transfer.AllocationMapper); ok {
+func (v *sourceView) AllocatedRanges(ctx context.Context, off, n int64) ([]disk.Range, error) {
+	if m, ok := v.Source.(disk.AllocationMapper); ok {
 		return m.AllocatedRanges(ctx, off, n)
 	}
-	return []blockdiff.Range{{Off: off, Len: n}}, nil
+	return []disk.Range{{Off: off, Len: n}}, nil
 }
 
 // BackingFile passes the source's file on, so that blockdiff reads it

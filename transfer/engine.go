@@ -27,8 +27,8 @@ const (
 type run struct {
 	c    config
 	mode mode
-	src  Source
-	dst  Target
+	src  disk.Source
+	dst  disk.Target
 
 	srcSize, dstSize int64
 	sizeBefore       int64 // the target's size before resize
@@ -40,9 +40,9 @@ type run struct {
 
 	align   int64 // the target's write alignment (1 when it has none)
 	unit    int64 // offsets of ranges and watermarks are multiples of this
-	zeroer  Zeroer
-	flusher Flusher
-	copier  RangeCopier
+	zeroer  disk.Zeroer
+	flusher disk.Flusher
+	copier  disk.RangeCopier
 	noCopy  atomic.Bool // the copier declined this source: read and write
 
 	// cmpDst is what the target is compared as: the target itself, or a
@@ -64,10 +64,10 @@ type run struct {
 	bootID string
 	// barrier, when set, is waited for before every journal save: the
 	// target writes behind, and bootID is its host's.
-	barrier AppliedBarrier
+	barrier disk.AppliedBarrier
 	// watch is the target's Witness watching this run (nil when the
 	// target is not one); token is its Token, saved in the journal.
-	watch Watch
+	watch disk.Watch
 	token string
 	// reclaimToken is the token of a journal found for this run, for
 	// Reclaim when it is not trusted.
@@ -90,7 +90,7 @@ type run struct {
 }
 
 // execute runs a Seed or a Sync.
-func execute(ctx context.Context, m mode, src Source, dst Target, opts *Options) (Stats, error) {
+func execute(ctx context.Context, m mode, src disk.Source, dst disk.Target, opts *Options) (Stats, error) {
 	began := time.Now()
 	r := &run{mode: m, src: src, dst: dst}
 	r.st.ResizedFrom = -1
@@ -142,7 +142,7 @@ func (r *run) execute(ctx context.Context, opts *Options) (err error) {
 	}
 	// Only now, with the journal accepted, is the target changed; the
 	// witness watches from before the first change.
-	if w, ok := r.dst.(Witness); ok {
+	if w, ok := r.dst.(disk.Witness); ok {
 		if r.watch, err = w.Watch(ctx, r.store != nil); err != nil {
 			return fmt.Errorf("transfer: watching the target before writing: %w", err)
 		}
@@ -415,10 +415,10 @@ func (r *run) compare(ctx context.Context, ops chan<- *op, kick chan<- struct{})
 	if r.store != nil {
 		bo.MaxExtent = r.c.journalBytes
 	}
-	bst, err := r.diff(ctx, r.cmpDst, r.dstSize, &bo, func(x blockdiff.Extent) error {
+	bst, err := r.diff(ctx, r.cmpDst, r.dstSize, &bo, func(x disk.Extent) error {
 		r.st.Extents++
 		r.rep.extents++
-		if x.Kind == blockdiff.Excess {
+		if x.Kind == disk.Excess {
 			r.excess += x.Len
 		} else {
 			r.differ += x.Len
@@ -446,7 +446,7 @@ func (r *run) compare(ctx context.Context, ops chan<- *op, kick chan<- struct{})
 // diff runs blockdiff over the source and dst: byte for byte, or, when
 // dst is the target and it hashes its own blocks (a BlockHasher), by
 // comparing keyed hashes made on each side at the same time.
-func (r *run) diff(ctx context.Context, dst io.ReaderAt, dstSize int64, bo *blockdiff.Options, fn func(blockdiff.Extent) error) (blockdiff.Stats, error) {
+func (r *run) diff(ctx context.Context, dst io.ReaderAt, dstSize int64, bo *blockdiff.Options, fn func(disk.Extent) error) (blockdiff.Stats, error) {
 	bh, ok := dst.(BlockHasher)
 	if !ok || r.c.NoRemoteHash || dst != io.ReaderAt(r.dst) {
 		return blockdiff.Compare(ctx, r.src, r.srcSize, dst, dstSize, bo, fn)

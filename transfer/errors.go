@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 )
 
 var (
@@ -53,9 +54,9 @@ func (e *WriteError) Unwrap() error { return e.Err }
 // VerifyError names the first range where the target differs from the
 // source after a run. It wraps ErrVerifyMismatch.
 type VerifyError struct {
-	Off  int64          // first differing offset
-	Len  int64          // length of the first differing extent
-	Kind blockdiff.Kind // what the source holds there (Data, Zero), or Excess
+	Off  int64     // first differing offset
+	Len  int64     // length of the first differing extent
+	Kind disk.Kind // what the source holds there (Data, Zero), or Excess
 }
 
 func (e *VerifyError) Error() string {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 )
 
 // interrupted runs a Sync of s onto d and cancels it after a few writes,
@@ -122,7 +123,7 @@ func TestNoWitnessNoResume(t *testing.T) {
 }
 
 type idTarget struct {
-	Target
+	disk.Target
 	id string
 }
 

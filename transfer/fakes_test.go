@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 )
 
 // memDisk is an in-memory disk with every capability: it can stand for a
@@ -226,7 +226,7 @@ func (d *memDisk) Version(ctx context.Context) (string, error) {
 
 // Watch makes memDisk a Witness: the evidence is its version, which
 // every write, clearing and resize moves, whoever makes them.
-func (d *memDisk) Watch(ctx context.Context, resumable bool) (Watch, error) {
+func (d *memDisk) Watch(ctx context.Context, resumable bool) (disk.Watch, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.watches++
@@ -273,13 +273,13 @@ func (d *memDisk) DropCache(off, n int64) error {
 	return nil
 }
 
-func (d *memDisk) AllocatedRanges(ctx context.Context, off, n int64) ([]blockdiff.Range, error) {
+func (d *memDisk) AllocatedRanges(ctx context.Context, off, n int64) ([]disk.Range, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var rs []blockdiff.Range
+	var rs []disk.Range
 	end := min(off+n, int64(len(d.cur)))
 	for i := off / allocPage; i*allocPage < end; i++ {
 		if !d.alloc[i] {
@@ -290,7 +290,7 @@ func (d *memDisk) AllocatedRanges(ctx context.Context, off, n int64) ([]blockdif
 			rs[k-1].Len += e - s
 			continue
 		}
-		rs = append(rs, blockdiff.Range{Off: s, Len: e - s})
+		rs = append(rs, disk.Range{Off: s, Len: e - s})
 	}
 	return rs, nil
 }
@@ -313,20 +313,20 @@ func (d *memDisk) recorded() []recOp {
 // The wrappers below hide capabilities of a memDisk. WriteLimits is
 // embedded through an alias: a field named WriteLimits would shadow its
 // own method WriteLimits.
-type limits = WriteLimits
+type limits = disk.WriteLimits
 
 // bareTarget is only a Target: no Zeroer, Flusher, Resizer, limits,
 // identity or allocation map.
-type bareTarget struct{ Target }
+type bareTarget struct{ disk.Target }
 
 // noZeroTarget is a memDisk without ZeroRange.
 type noZeroTarget struct {
-	Target
-	Flusher
-	Resizer
+	disk.Target
+	disk.Flusher
+	disk.Resizer
 	limits
-	Identifier
-	AllocationMapper
+	disk.Identifier
+	disk.AllocationMapper
 }
 
 func hideZero(d *memDisk) noZeroTarget {
@@ -335,12 +335,12 @@ func hideZero(d *memDisk) noZeroTarget {
 
 // noMapTarget is a memDisk without an allocation map.
 type noMapTarget struct {
-	Target
-	Zeroer
-	Flusher
-	Resizer
+	disk.Target
+	disk.Zeroer
+	disk.Flusher
+	disk.Resizer
 	limits
-	Identifier
+	disk.Identifier
 }
 
 func hideMap(d *memDisk) noMapTarget {
@@ -349,12 +349,12 @@ func hideMap(d *memDisk) noMapTarget {
 
 // fixedTarget is a memDisk that cannot be resized.
 type fixedTarget struct {
-	Target
-	Zeroer
-	Flusher
+	disk.Target
+	disk.Zeroer
+	disk.Flusher
 	limits
-	Identifier
-	AllocationMapper
+	disk.Identifier
+	disk.AllocationMapper
 }
 
 func hideResize(d *memDisk) fixedTarget {
@@ -387,7 +387,7 @@ func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) error {
 }
 
 var (
-	_ WriteLimits = noZeroTarget{}
-	_ WriteLimits = noMapTarget{}
-	_ WriteLimits = fixedTarget{}
+	_ disk.WriteLimits = noZeroTarget{}
+	_ disk.WriteLimits = noMapTarget{}
+	_ disk.WriteLimits = fixedTarget{}
 )

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 )
 
 // fileDisk is a tiny adapter of a regular file to every contract, for
@@ -26,16 +27,16 @@ type fileDisk struct {
 }
 
 var (
-	_ Target               = (*fileDisk)(nil)
-	_ Zeroer               = (*fileDisk)(nil)
-	_ Flusher              = (*fileDisk)(nil)
-	_ Resizer              = (*fileDisk)(nil)
-	_ WriteLimits          = (*fileDisk)(nil)
-	_ Identifier           = (*fileDisk)(nil)
-	_ Versioner            = (*fileDisk)(nil)
-	_ CacheDropper         = (*fileDisk)(nil)
-	_ AllocationMapper     = (*fileDisk)(nil)
-	_ blockdiff.FileBacked = (*fileDisk)(nil)
+	_ disk.Target           = (*fileDisk)(nil)
+	_ disk.Zeroer           = (*fileDisk)(nil)
+	_ disk.Flusher          = (*fileDisk)(nil)
+	_ disk.Resizer          = (*fileDisk)(nil)
+	_ disk.WriteLimits      = (*fileDisk)(nil)
+	_ disk.Identifier       = (*fileDisk)(nil)
+	_ disk.Versioner        = (*fileDisk)(nil)
+	_ disk.CacheDropper     = (*fileDisk)(nil)
+	_ disk.AllocationMapper = (*fileDisk)(nil)
+	_ blockdiff.FileBacked  = (*fileDisk)(nil)
 )
 
 func openFileDisk(t testing.TB, path string, flag int) *fileDisk {
@@ -98,7 +99,7 @@ func (d *fileDisk) DropCache(off, n int64) error {
 	return unix.Fadvise(int(d.f.Fd()), off, n, unix.FADV_DONTNEED)
 }
 
-func (d *fileDisk) AllocatedRanges(ctx context.Context, off, n int64) ([]blockdiff.Range, error) {
+func (d *fileDisk) AllocatedRanges(ctx context.Context, off, n int64) ([]disk.Range, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -106,7 +107,7 @@ func (d *fileDisk) AllocatedRanges(ctx context.Context, off, n int64) ([]blockdi
 	defer d.seekMu.Unlock()
 	fd := int(d.f.Fd())
 	end := off + n
-	var rs []blockdiff.Range
+	var rs []disk.Range
 	for pos := off; pos < end; {
 		s, err := unix.Seek(fd, pos, unix.SEEK_DATA)
 		if errors.Is(err, unix.ENXIO) || (err == nil && s >= end) {
@@ -119,7 +120,7 @@ func (d *fileDisk) AllocatedRanges(ctx context.Context, off, n int64) ([]blockdi
 		if err != nil {
 			return nil, err
 		}
-		rs = append(rs, blockdiff.Range{Off: s, Len: min(h, end) - s})
+		rs = append(rs, disk.Range{Off: s, Len: min(h, end) - s})
 		pos = h
 	}
 	return rs, nil

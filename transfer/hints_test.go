@@ -6,7 +6,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 )
 
 // TestSyncHints: with hints, only the hinted ranges are compared and
@@ -20,7 +20,7 @@ func TestSyncHints(t *testing.T) {
 	old[512<<10+100] ^= 1 // inside
 	d := newMemDisk(old, "dst")
 	st, err := Sync(context.Background(), newMemDisk(bytes.Clone(src), "src"), d,
-		&Options{BlockSize: bs, Hints: []blockdiff.Range{{Off: 512 << 10, Len: 4096}}, Journal: &MemStore{}})
+		&Options{BlockSize: bs, Hints: []disk.Range{{Off: 512 << 10, Len: 4096}}, Journal: &MemStore{}})
 	if err != nil {
 		t.Fatal(err)
 	}

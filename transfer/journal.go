@@ -17,7 +17,6 @@ import (
 	"sync"
 	"syscall"
 
-	"github.com/deltasync/deltasync/blockdiff"
 	"github.com/deltasync/deltasync/disk"
 )
 
@@ -379,7 +378,7 @@ func (j journalIdentity) mismatch(now journalIdentity) string {
 }
 
 // hintsDigest names a set of hints for the journal's identity.
-func hintsDigest(hs []blockdiff.Range) string {
+func hintsDigest(hs []disk.Range) string {
 	if hs == nil {
 		return ""
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/deltasync/deltasync/disk"
 )
 
 // checkSource fails the run if the source changed since it started,
@@ -12,7 +14,7 @@ func (r *run) checkSource(ctx context.Context) error {
 	var why string
 	if n := r.src.Size(); n != r.srcSize {
 		why = fmt.Sprintf("size %d became %d", r.srcSize, n)
-	} else if v, ok := r.src.(Versioner); ok {
+	} else if v, ok := r.src.(disk.Versioner); ok {
 		ver, err := v.Version(ctx)
 		if err != nil {
 			return fmt.Errorf("transfer: reading the source's version: %w", err)

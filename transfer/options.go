@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 )
 
 // Defaults of Options.
@@ -84,7 +85,7 @@ type Options struct {
 	// caller knows nothing changed elsewhere (a snapshot diff, a dirty
 	// range feed). An empty non-nil slice compares nothing. The journal
 	// identity includes a digest of the hints. See blockdiff.Options.Hints.
-	Hints []blockdiff.Range
+	Hints []disk.Range
 
 	// TruncateExcess shrinks a target longer than its source to the
 	// source's size, before anything is copied, when the target is a

@@ -1,6 +1,6 @@
 package transfer
 
-import "github.com/deltasync/deltasync/blockdiff"
+import "github.com/deltasync/deltasync/disk"
 
 // opKind is what an operation does to the target.
 type opKind uint8
@@ -51,12 +51,12 @@ type planner struct {
 }
 
 // add plans one extent.
-func (p *planner) add(e blockdiff.Extent) error {
+func (p *planner) add(e disk.Extent) error {
 	a := p.align
 	switch e.Kind {
-	case blockdiff.Data:
+	case disk.Data:
 		return p.push(roundDown(e.Off, a), min(roundUp(e.End(), a), p.limit), opWrite)
-	case blockdiff.Zero:
+	case disk.Zero:
 		za, zb := roundUp(e.Off, a), roundDown(e.End(), a)
 		if za >= zb {
 			return p.push(roundDown(e.Off, a), min(roundUp(e.End(), a), p.limit), opWrite)

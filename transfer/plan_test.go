@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 )
 
 func TestPlanner(t *testing.T) {
-	D, Z := blockdiff.Data, blockdiff.Zero
-	type ext = blockdiff.Extent
-	x := func(off, n int64, k blockdiff.Kind) ext { return ext{Off: off, Len: n, Kind: k} }
+	D, Z := disk.Data, disk.Zero
+	type ext = disk.Extent
+	x := func(off, n int64, k disk.Kind) ext { return ext{Off: off, Len: n, Kind: k} }
 	for _, tc := range []struct {
 		name     string
 		zeroSize int64 // 0: no Zeroer

@@ -5,13 +5,14 @@ import (
 	"fmt"
 
 	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 )
 
 // limits reads the target's capabilities and sizes the writes.
 func (r *run) limits() error {
 	r.align = 1
 	var maxWrite int64
-	if wl, ok := r.dst.(WriteLimits); ok {
+	if wl, ok := r.dst.(disk.WriteLimits); ok {
 		r.align, maxWrite = wl.WriteLimits()
 	}
 	if r.align < 1 || r.align > blockdiff.MaxBlockSize || (r.align%blockdiff.SectorSize != 0 && blockdiff.SectorSize%r.align != 0) {
@@ -35,16 +36,16 @@ func (r *run) limits() error {
 		return badOptions("no write fits: alignment %d, maximum write %d, write size %d, memory budget %d", r.align, maxWrite, r.c.writeSize, r.c.budget)
 	}
 	r.c.writeSize = ws
-	if z, ok := r.dst.(Zeroer); ok {
+	if z, ok := r.dst.(disk.Zeroer); ok {
 		r.zeroer = z
 		r.c.zeroSize = roundDown(r.c.zeroSize, r.align)
 	} else {
 		r.c.zeroSize = 0
 	}
-	if f, ok := r.dst.(Flusher); ok {
+	if f, ok := r.dst.(disk.Flusher); ok {
 		r.flusher = f
 	}
-	if c, ok := r.dst.(RangeCopier); ok {
+	if c, ok := r.dst.(disk.RangeCopier); ok {
 		r.copier = c
 	}
 	r.pool = newBufPool(ws, r.c.budget)
@@ -54,10 +55,10 @@ func (r *run) limits() error {
 
 // identify takes the disks' identities, and the source's size and version.
 func (r *run) identify(ctx context.Context) error {
-	if id, ok := r.src.(Identifier); ok {
+	if id, ok := r.src.(disk.Identifier); ok {
 		r.srcID = id.Identity()
 	}
-	if id, ok := r.dst.(Identifier); ok {
+	if id, ok := r.dst.(disk.Identifier); ok {
 		r.dstID = id.Identity()
 	}
 	if r.srcID != "" && r.srcID == r.dstID {
@@ -67,7 +68,7 @@ func (r *run) identify(ctx context.Context) error {
 	if r.srcSize < 0 {
 		return fmt.Errorf("transfer: source size %d is negative", r.srcSize)
 	}
-	if v, ok := r.src.(Versioner); ok {
+	if v, ok := r.src.(disk.Versioner); ok {
 		ver, err := v.Version(ctx)
 		if err != nil {
 			return fmt.Errorf("transfer: reading the source's version: %w", err)
@@ -101,7 +102,7 @@ func (r *run) size(ctx context.Context) error {
 		want = r.srcSize
 	}
 	if want != r.dstSize {
-		if _, ok := r.dst.(Resizer); !ok {
+		if _, ok := r.dst.(disk.Resizer); !ok {
 			if want > r.dstSize {
 				return fmt.Errorf("%w: target is %d bytes, source %d, and the target cannot be grown", ErrTargetTooSmall, r.dstSize, r.srcSize)
 			}
@@ -127,7 +128,7 @@ func (r *run) resize(ctx context.Context) error {
 	if r.dstSize == r.sizeBefore {
 		return nil
 	}
-	rs := r.dst.(Resizer) // size checked
+	rs := r.dst.(disk.Resizer) // size checked
 	if err := rs.Resize(ctx, r.dstSize); err != nil {
 		werr := &WriteError{Op: "resize", Off: r.dstSize, Err: fmt.Errorf("from %d bytes: %w", r.sizeBefore, err)}
 		if r.dstSize > r.sizeBefore && ctx.Err() == nil {
@@ -161,7 +162,7 @@ func (r *run) chooseComparand(ctx context.Context) error {
 		r.cmpDst = emptyDisk{}
 		return nil
 	}
-	m, ok := r.dst.(AllocationMapper)
+	m, ok := r.dst.(disk.AllocationMapper)
 	if !ok {
 		return nil
 	}
@@ -188,6 +189,6 @@ func (emptyDisk) ReadAt(p []byte, off int64) (int, error) {
 	return len(p), nil
 }
 
-func (emptyDisk) AllocatedRanges(context.Context, int64, int64) ([]blockdiff.Range, error) {
+func (emptyDisk) AllocatedRanges(context.Context, int64, int64) ([]disk.Range, error) {
 	return nil, nil
 }

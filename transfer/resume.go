@@ -37,8 +37,8 @@ func (r *run) openJournal(ctx context.Context) error {
 		r.ident.SourceVersion = r.srcVersion
 	}
 	r.saved = r.lo
-	wb, _ := r.dst.(WriteBehind)
-	ab, _ := r.dst.(AppliedBarrier)
+	wb, _ := r.dst.(disk.WriteBehind)
+	ab, _ := r.dst.(disk.AppliedBarrier)
 	switch {
 	case r.flusher == nil || r.c.Durability == DurableCheckpoint:
 	case wb == nil || !wb.WritesBehind():
@@ -93,7 +93,7 @@ func (r *run) openJournal(ctx context.Context) error {
 		}
 		return r.discard(ctx, "the run that saved it failed to write the target ("+rec.Poisoned+"), so nothing it wrote is trusted")
 	}
-	w, ok := r.dst.(Witness)
+	w, ok := r.dst.(disk.Witness)
 	switch {
 	case r.c.AssumeExclusive:
 	case !ok:
@@ -128,7 +128,7 @@ func (r *run) openJournal(ctx context.Context) error {
 // backing file's too) and it is read with O_DIRECT.
 func (r *run) distrustCache() {
 	r.c.DirectReads = blockdiff.DirectAlways
-	if cd, ok := r.dst.(CacheDropper); ok {
+	if cd, ok := r.dst.(disk.CacheDropper); ok {
 		_ = cd.DropCache(0, r.dst.Size())
 	}
 }
@@ -137,7 +137,7 @@ func (r *run) distrustCache() {
 // hold the journal's run left on the target (a lease) is taken over, when
 // the target can (Reclaimer).
 func (r *run) discard(ctx context.Context, why string) error {
-	if rc, ok := r.dst.(Reclaimer); ok && r.reclaimToken != "" {
+	if rc, ok := r.dst.(disk.Reclaimer); ok && r.reclaimToken != "" {
 		if err := rc.Reclaim(ctx, r.reclaimToken); err != nil {
 			return fmt.Errorf("transfer: taking over the hold of journal %s's run on the target: %w", r.key, err)
 		}

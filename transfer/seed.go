@@ -1,6 +1,10 @@
 package transfer
 
-import "context"
+import (
+	"context"
+
+	"github.com/deltasync/deltasync/disk"
+)
 
 // Seed fills a new target with the source's data: blocks of zeros are not
 // written at all. A source that is an AllocationMapper has its holes
@@ -15,6 +19,6 @@ import "context"
 // every range that differs is written or cleared, so stale data never
 // survives. Sizing, journaling, resuming and verification are those of
 // Sync, and a seed interrupted can be resumed by Seed or by Sync.
-func Seed(ctx context.Context, src Source, dst Target, opts *Options) (Stats, error) {
+func Seed(ctx context.Context, src disk.Source, dst disk.Target, opts *Options) (Stats, error) {
 	return execute(ctx, modeSeed, src, dst, opts)
 }

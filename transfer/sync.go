@@ -1,6 +1,10 @@
 package transfer
 
-import "context"
+import (
+	"context"
+
+	"github.com/deltasync/deltasync/disk"
+)
 
 // Sync makes an existing target identical to the source over the range of
 // opts, writing only what differs. Both disks are compared (blockdiff) and
@@ -17,6 +21,6 @@ import "context"
 // are *ReadError, *WriteError, *VerifyError, *JournalError, the context's
 // error, or wrap ErrTargetTooSmall, ErrSourceChanged, ErrSameDisk or
 // ErrBadOptions.
-func Sync(ctx context.Context, src Source, dst Target, opts *Options) (Stats, error) {
+func Sync(ctx context.Context, src disk.Source, dst disk.Target, opts *Options) (Stats, error) {
 	return execute(ctx, modeSync, src, dst, opts)
 }

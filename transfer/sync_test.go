@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 )
 
 // randImage returns a disk image of n bytes: blocks of random data, runs
@@ -122,7 +123,7 @@ func TestSyncProperty(t *testing.T) {
 			s := newMemDisk(bytes.Clone(src), "src")
 			d := newMemDisk(bytes.Clone(old), "dst")
 			d.align, d.maxWrite = align, maxWrite
-			var dt Target = d
+			var dt disk.Target = d
 			if !zeroer {
 				dt = hideZero(d)
 			}
@@ -270,11 +271,11 @@ func TestSeedNonEmptyTargetIsCleared(t *testing.T) {
 	garbage := randImage(rng, 1<<20, bs)
 	for _, tc := range []struct {
 		name string
-		wrap func(*memDisk) Target
+		wrap func(*memDisk) disk.Target
 	}{
-		{"mapped", func(d *memDisk) Target { return d }},
-		{"unmapped", func(d *memDisk) Target { return hideMap(d) }},
-		{"nozeroer", func(d *memDisk) Target { return hideZero(d) }},
+		{"mapped", func(d *memDisk) disk.Target { return d }},
+		{"unmapped", func(d *memDisk) disk.Target { return hideMap(d) }},
+		{"nozeroer", func(d *memDisk) disk.Target { return hideZero(d) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := newMemDisk(bytes.Clone(garbage), "dst")

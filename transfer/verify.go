@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 )
 
 // verify proves the target equal to the source over the range by reading
@@ -15,7 +16,7 @@ func (r *run) verify(ctx context.Context) error {
 	if r.hi == r.lo {
 		return nil
 	}
-	if cd, ok := r.dst.(CacheDropper); ok {
+	if cd, ok := r.dst.(disk.CacheDropper); ok {
 		if err := cd.DropCache(r.lo, r.hi-r.lo); err != nil {
 			return fmt.Errorf("transfer: verify: dropping the target's cache of [%d,+%d): %w", r.lo, r.hi-r.lo, err)
 		}
@@ -29,8 +30,8 @@ func (r *run) verify(ctx context.Context) error {
 		Length:      r.hi - r.lo,
 		Progress:    r.rep.advance,
 	}
-	bst, err := r.diff(ctx, r.dst, r.dst.Size(), &bo, func(x blockdiff.Extent) error {
-		if x.Kind == blockdiff.Excess && r.excessKept {
+	bst, err := r.diff(ctx, r.dst, r.dst.Size(), &bo, func(x disk.Extent) error {
+		if x.Kind == disk.Excess && r.excessKept {
 			return nil
 		}
 		return &VerifyError{Off: x.Off, Len: x.Len, Kind: x.Kind}

@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/deltasync/deltasync/agent"
+	"github.com/deltasync/deltasync/disk"
 	"github.com/deltasync/deltasync/localdisk"
-	"github.com/deltasync/deltasync/transfer"
 )
 
 // A disk served by an agent is named agent://HOST:PORT/DISK as SRC or DST.
@@ -64,8 +64,8 @@ func isAgentURL(arg string) bool { return strings.HasPrefix(arg, "agent://") }
 
 // openAgent opens an agent:// disk as a source or a target. Writes to an
 // agent are pipelined; transfer waits until the agent has applied them
-// before every journal save (the disk is a transfer.WriteBehind and
-// transfer.AppliedBarrier).
+// before every journal save (the disk is a disk.WriteBehind and
+// disk.AppliedBarrier).
 func openAgent(arg string, rf *runFlags, write bool) (*agent.Disk, error) {
 	addr, name, err := agent.ParseURL(arg)
 	if err != nil {
@@ -353,6 +353,6 @@ func listenTCP(ctx context.Context, addr string) (net.Listener, error) {
 
 // An agent disk is a source and a target of the command.
 var (
-	_ disk            = (*agent.Disk)(nil)
-	_ transfer.Source = (*agent.Disk)(nil)
+	_ opened      = (*agent.Disk)(nil)
+	_ disk.Source = (*agent.Disk)(nil)
 )

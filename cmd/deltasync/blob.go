@@ -11,8 +11,8 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/deltasync/deltasync/disk"
 	"github.com/deltasync/deltasync/pageblob"
-	"github.com/deltasync/deltasync/transfer"
 )
 
 // Page blobs as SRC or DST. A page blob is named by its URL:
@@ -117,7 +117,7 @@ func openContext() (context.Context, context.CancelFunc) {
 // openBlobSource opens a page blob (or a snapshot, ?snapshot=) read-only:
 // with -vhd, the disk inside it when it ends in a fixed VHD footer
 // (vhd.go). A managed disk is always read so.
-func openBlobSource(arg string, rf *runFlags) (transfer.Source, io.Closer, error) {
+func openBlobSource(arg string, rf *runFlags) (disk.Source, io.Closer, error) {
 	loc, err := pageblob.Locate(arg, nil)
 	if err != nil {
 		return nil, nil, err
@@ -167,7 +167,7 @@ func emulatedManagedDisk(loc pageblob.BlobURL) bool {
 // prior state of a blob that exists (-keep-prior). With -vhd it is a
 // fixed VHD; without the flag, a blob that ends in a VHD footer is
 // refused (vhd.go).
-func openBlobTarget(arg string, rf *runFlags, create bool) (disk, error) {
+func openBlobTarget(arg string, rf *runFlags, create bool) (opened, error) {
 	loc, err := pageblob.Locate(arg, nil)
 	if err != nil {
 		return nil, err
@@ -235,7 +235,7 @@ type blobTarget struct {
 
 // Watch and Check are the Blob's (the journal's evidence; see pageblob's
 // doc, # Resuming), with the way out of a lease another holder has.
-func (t *blobTarget) Watch(ctx context.Context, resumable bool) (transfer.Watch, error) {
+func (t *blobTarget) Watch(ctx context.Context, resumable bool) (disk.Watch, error) {
 	w, err := t.Blob.Watch(ctx, resumable)
 	return w, leaseHint(err)
 }
@@ -308,7 +308,7 @@ func (t *blobTarget) notePrior() {
 
 // finishTarget ends a successful run on its target: a page blob gets its
 // recovery point. Other targets need nothing.
-func finishTarget(ctx context.Context, dst disk) error {
+func finishTarget(ctx context.Context, dst opened) error {
 	if t, ok := dst.(*blobTarget); ok {
 		return t.finish(ctx)
 	}

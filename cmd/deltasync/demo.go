@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/deltasync/deltasync/disk"
 	"github.com/deltasync/deltasync/localdisk"
 	"github.com/deltasync/deltasync/transfer"
 )
@@ -87,7 +88,7 @@ func line(st transfer.Stats) string {
 		bytesHuman(st.Compared), st.Copy.Seconds(), bytesHuman(int64(rate)), bytesHuman(st.Written), bytesHuman(st.Zeroed), bytesHuman(st.Equal), st.Extents)
 }
 
-func runDemo(ctx context.Context, fn func(context.Context, transfer.Source, transfer.Target, *transfer.Options) (transfer.Stats, error), src, dst string, o *transfer.Options, create bool) (transfer.Stats, error) {
+func runDemo(ctx context.Context, fn func(context.Context, disk.Source, disk.Target, *transfer.Options) (transfer.Stats, error), src, dst string, o *transfer.Options, create bool) (transfer.Stats, error) {
 	s, err := localdisk.OpenSource(src, localdisk.SourceOptions{})
 	if err != nil {
 		return transfer.Stats{}, err

@@ -3,20 +3,20 @@ package main
 import (
 	"io"
 
+	"github.com/deltasync/deltasync/disk"
 	"github.com/deltasync/deltasync/localdisk"
-	"github.com/deltasync/deltasync/transfer"
 )
 
-// disk is an opened source or target.
-type disk interface {
-	transfer.Target
+// opened is an opened source or target.
+type opened interface {
+	disk.Target
 	io.Closer
 }
 
 // openSource opens SRC: a path to an image file or a block device, a
 // page blob URL (blob.go), or an agent:// disk (agent.go). With -vhd, a
 // fixed VHD file is the disk inside it (vhd.go).
-func openSource(arg string, rf *runFlags) (transfer.Source, io.Closer, error) {
+func openSource(arg string, rf *runFlags) (disk.Source, io.Closer, error) {
 	if isBlobURL(arg) {
 		return openBlobSource(arg, rf)
 	}
@@ -41,7 +41,7 @@ func openSource(arg string, rf *runFlags) (transfer.Source, io.Closer, error) {
 // openTarget opens DST, creating a missing file (or page blob) when
 // create is set. A file or page blob that ends in a VHD footer is
 // refused unless -vhd says how to take it (vhd.go).
-func openTarget(arg string, rf *runFlags, create bool) (disk, error) {
+func openTarget(arg string, rf *runFlags, create bool) (opened, error) {
 	if isBlobURL(arg) {
 		return openBlobTarget(arg, rf, create)
 	}

@@ -26,7 +26,7 @@ type pointWatch struct {
 
 // watchPoints looks at dst before the run (one request for a page blob
 // target with -snapshot).
-func watchPoints(ctx context.Context, dst disk) pointWatch {
+func watchPoints(ctx context.Context, dst opened) pointWatch {
 	t, ok := dst.(*blobTarget)
 	if !ok || !t.flags.snapshot || t.managed { // managed disk uploads have no snapshots
 		return pointWatch{}

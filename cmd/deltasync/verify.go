@@ -9,6 +9,7 @@ import (
 	"os"
 
 	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 	"github.com/deltasync/deltasync/transfer"
 )
 
@@ -64,7 +65,7 @@ func cmdVerify(ctx context.Context, args []string) (err error) {
 	default:
 		return fmt.Errorf("-hash %q: want xxh3 or blake3", *hashName)
 	}
-	var ds [2]transfer.Source
+	var ds [2]disk.Source
 	for i := range ds {
 		d, closer, err := openSource(pos[i], &rf)
 		if err != nil {
@@ -73,17 +74,17 @@ func cmdVerify(ctx context.Context, args []string) (err error) {
 		defer closer.Close()
 		ds[i] = d
 		// Read what the device holds, not what this host cached.
-		if cd, ok := d.(transfer.CacheDropper); ok {
+		if cd, ok := d.(disk.CacheDropper); ok {
 			_ = cd.DropCache(0, 0)
 		}
 	}
 	if err := checkSides(ds[0], ds[1]); err != nil {
 		return err
 	}
-	var first *blockdiff.Extent
+	var first *disk.Extent
 	var differ, excess, extents int64
-	fn := func(e blockdiff.Extent) error {
-		if e.Kind == blockdiff.Excess {
+	fn := func(e disk.Extent) error {
+		if e.Kind == disk.Excess {
 			// The target's bytes past the source's end.
 			excess += e.Len
 			if *sourceLength {

@@ -13,7 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/deltasync/deltasync/blockdiff"
+	"github.com/deltasync/deltasync/disk"
 	"github.com/deltasync/deltasync/localdisk"
 	"github.com/deltasync/deltasync/pageblob"
 )
@@ -167,7 +167,7 @@ func noteRawVHD(arg string, t vhdTail) {
 // refuses a target that ends in a VHD footer when the flag was not
 // given. Only regular files are taken as VHDs; d is returned as it is
 // otherwise, and closed when an error is returned.
-func localVHD(arg string, d *localdisk.Disk, v vhdFlag, target bool) (disk, error) {
+func localVHD(arg string, d *localdisk.Disk, v vhdFlag, target bool) (opened, error) {
 	set, on := v.given()
 	if d.Kind() != localdisk.RegularFile || (set && !on) {
 		return d, nil
@@ -273,7 +273,7 @@ func (v *vhdDisk) CopyRange(ctx context.Context, src any, off, n int64) (bool, e
 	return v.Disk.CopyRange(ctx, src, off, n)
 }
 
-func (v *vhdDisk) AllocatedRanges(ctx context.Context, off, n int64) ([]blockdiff.Range, error) {
+func (v *vhdDisk) AllocatedRanges(ctx context.Context, off, n int64) ([]disk.Range, error) {
 	size := v.size.Load()
 	if off >= size {
 		return nil, nil
