@@ -1,0 +1,240 @@
+// Package disktest is test support for the words of package disk: an
+// in-memory disk (Mem), a disk that fails or stalls on demand (Faulty), one
+// that records what was done to it (Recording), and a conformance checker
+// (Check, TestTarget) that every Source and Target implementation runs in
+// its own tests, so that local files, page blobs, agent disks and patch's
+// targets behave alike on the same edge cases.
+//
+//	func TestConformance(t *testing.T) {
+//		disktest.TestTarget(t, func(t *testing.T, size int64) disk.Target {
+//			return openMyTarget(t, size) // zeros, size bytes, writable
+//		})
+//	}
+//
+// It is imported by tests only (internal/layering holds the rule).
+package disktest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	"github.com/deltasync/deltasync/disk"
+)
+
+// Mem is a disk in memory. It is a disk.Target with every optional
+// capability: Zeroer, Flusher, Resizer, WriteLimits, Identifier,
+// Versioner, AllocationMapper (the ranges ever written, less those
+// zeroed), and the context-aware reads and writes. The zero value is not
+// usable: use NewMem. Safe for concurrent use.
+type Mem struct {
+	mu      sync.RWMutex
+	b       []byte
+	written []disk.Range // may hold data; sorted, merged
+	id      string
+	version atomic.Int64
+	// Align and MaxWrite are what WriteLimits reports (defaults 1 and
+	// 0, no limit); writes that break them fail.
+	Align, MaxWrite int64
+	flushes         atomic.Int64
+}
+
+var memSeq atomic.Int64
+
+// NewMem returns a Mem holding b (a copy), with a name unique in the
+// process as its Identity.
+func NewMem(b []byte) *Mem {
+	m := &Mem{b: append([]byte(nil), b...), id: fmt.Sprintf("mem:%d", memSeq.Add(1)), Align: 1}
+	if len(b) > 0 {
+		m.written = []disk.Range{{Off: 0, Len: int64(len(b))}}
+	}
+	return m
+}
+
+// Bytes returns a copy of the disk's content.
+func (m *Mem) Bytes() []byte {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return append([]byte(nil), m.b...)
+}
+
+// Size returns the disk's size.
+func (m *Mem) Size() int64 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return int64(len(m.b))
+}
+
+// ReadAt reads under the io.ReaderAt contract: fewer bytes only with an
+// error, io.EOF at the end.
+func (m *Mem) ReadAt(p []byte, off int64) (int, error) {
+	return m.ReadAtContext(context.Background(), p, off)
+}
+
+// ReadAtContext is ReadAt that fails at once when ctx is done.
+func (m *Mem) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if off < 0 {
+		return 0, fmt.Errorf("disktest: read at negative offset %d", off)
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if off >= int64(len(m.b)) {
+		if len(p) == 0 {
+			return 0, nil
+		}
+		return 0, io.EOF
+	}
+	n := copy(p, m.b[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// WriteAt writes all of p at off, or fails: it never grows the disk, and
+// refuses writes that break WriteLimits.
+func (m *Mem) WriteAt(p []byte, off int64) (int, error) {
+	return m.WriteAtContext(context.Background(), p, off)
+}
+
+// WriteAtContext is WriteAt that fails at once when ctx is done.
+func (m *Mem) WriteAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if err := m.checkLimits(off, int64(len(p))); err != nil {
+		return 0, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if off < 0 || off > int64(len(m.b))-int64(len(p)) {
+		return 0, fmt.Errorf("disktest: write [%d,+%d) outside the disk's %d bytes", off, len(p), len(m.b))
+	}
+	copy(m.b[off:], p)
+	m.written = disk.Normalize(append(m.written, disk.Range{Off: off, Len: int64(len(p))}))
+	m.version.Add(1)
+	return len(p), nil
+}
+
+func (m *Mem) checkLimits(off, n int64) error {
+	if a := m.Align; a > 1 && (off%a != 0 || n%a != 0) {
+		return fmt.Errorf("disktest: [%d,+%d) is not aligned to %d", off, n, a)
+	}
+	if m.MaxWrite > 0 && n > m.MaxWrite {
+		return fmt.Errorf("disktest: a write of %d bytes is longer than %d", n, m.MaxWrite)
+	}
+	return nil
+}
+
+// ZeroRange clears [off, off+n).
+func (m *Mem) ZeroRange(ctx context.Context, off, n int64) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if a := m.Align; a > 1 && (off%a != 0 || n%a != 0) {
+		return fmt.Errorf("disktest: zero [%d,+%d) is not aligned to %d", off, n, a)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if off < 0 || n < 0 || off > int64(len(m.b))-n {
+		return fmt.Errorf("disktest: zero [%d,+%d) outside the disk's %d bytes", off, n, len(m.b))
+	}
+	clear(m.b[off : off+n])
+	m.written = subtract(m.written, disk.Range{Off: off, Len: n})
+	m.version.Add(1)
+	return nil
+}
+
+// subtract returns rs (sorted, merged) less r.
+func subtract(rs []disk.Range, r disk.Range) []disk.Range {
+	var out []disk.Range
+	for _, x := range rs {
+		if x.End() <= r.Off || x.Off >= r.End() {
+			out = append(out, x)
+			continue
+		}
+		if x.Off < r.Off {
+			out = append(out, disk.Range{Off: x.Off, Len: r.Off - x.Off})
+		}
+		if x.End() > r.End() {
+			out = append(out, disk.Range{Off: r.End(), Len: x.End() - r.End()})
+		}
+	}
+	return out
+}
+
+// Resize sets the size: growth reads as zeros, shrinking drops the tail.
+func (m *Mem) Resize(ctx context.Context, size int64) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if size < 0 {
+		return fmt.Errorf("disktest: resize to %d", size)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if size <= int64(len(m.b)) {
+		m.b = m.b[:size:size]
+		m.written = subtract(m.written, disk.Range{Off: size, Len: 1 << 62})
+	} else {
+		m.b = append(m.b, make([]byte, size-int64(len(m.b)))...)
+	}
+	m.version.Add(1)
+	return nil
+}
+
+// Flush counts the call; a Mem's writes are durable when they return.
+func (m *Mem) Flush(ctx context.Context) error {
+	m.flushes.Add(1)
+	return ctx.Err()
+}
+
+// Flushes returns how many times Flush was called.
+func (m *Mem) Flushes() int64 { return m.flushes.Load() }
+
+// WriteLimits returns Align (at least 1) and MaxWrite.
+func (m *Mem) WriteLimits() (align, maxWrite int64) { return max(m.Align, 1), m.MaxWrite }
+
+// Identity returns the disk's name, unique in the process.
+func (m *Mem) Identity() string { return m.id }
+
+// Version returns a counter of the changes made to the disk.
+func (m *Mem) Version(ctx context.Context) (string, error) {
+	return fmt.Sprintf("v%d", m.version.Load()), ctx.Err()
+}
+
+// AllocatedRanges returns the ranges written and not zeroed since.
+func (m *Mem) AllocatedRanges(ctx context.Context, off, n int64) ([]disk.Range, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	end := min(off+n, int64(len(m.b)))
+	var out []disk.Range
+	for _, r := range m.written {
+		s, e := max(r.Off, off), min(r.End(), end)
+		if s < e {
+			out = append(out, disk.Range{Off: s, Len: e - s})
+		}
+	}
+	return out, nil
+}
+
+var (
+	_ disk.Target           = (*Mem)(nil)
+	_ disk.Zeroer           = (*Mem)(nil)
+	_ disk.Flusher          = (*Mem)(nil)
+	_ disk.Resizer          = (*Mem)(nil)
+	_ disk.WriteLimits      = (*Mem)(nil)
+	_ disk.Identifier       = (*Mem)(nil)
+	_ disk.Versioner        = (*Mem)(nil)
+	_ disk.AllocationMapper = (*Mem)(nil)
+	_ disk.ReaderAtContext  = (*Mem)(nil)
+	_ disk.WriterAtContext  = (*Mem)(nil)
+)
