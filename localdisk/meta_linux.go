@@ -171,8 +171,12 @@ func (d *Disk) Identity() string {
 // device's media sequence number, completed write and discard requests,
 // and writes in flight (/sys/dev/block/M:m/{diskseq,stat,inflight}).
 // Those counters move when anything writes to the device, but only once a
-// buffered write reaches it (writeback), and not at all for writes made to
-// a loop device's backing file directly.
+// buffered write reaches it (writeback): Version flushes the device first
+// (fdatasync, which writes back others' dirty pages of it and changes no
+// data), so that a write made through the page cache moves them. Writes
+// made to a loop device's backing file directly do not move them (its
+// times cannot stand in: a sibling loop device over another range of the
+// same file moves them too).
 func (d *Disk) Version(ctx context.Context) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", newError("version", d.path, -1, 0, err)
@@ -195,6 +199,9 @@ func (d *Disk) Version(ctx context.Context) (string, error) {
 		return err
 	}); err != nil {
 		return "", newError("version", d.path, -1, 0, fmt.Errorf("BLKGETSIZE64: %w", err))
+	}
+	if err := d.control(func(fd int) error { return retryEINTR(func() error { return unix.Fdatasync(fd) }) }); err != nil {
+		return "", newError("version", d.path, -1, 0, fmt.Errorf("fdatasync, so that buffered writes reach the counters: %w", err))
 	}
 	v := fmt.Sprintf("blockdev:size=%d", size)
 	if c, ok := deviceCounters(d.rdev); ok {
