@@ -50,7 +50,7 @@ func azure(imp string) bool { return strings.HasPrefix(imp, "github.com/Azure/")
 
 var rules = []rule{
 	{
-		applies: is("disk"),
+		applies: func(p string) bool { return p == "disk" },
 		forbids: func(imp string) bool { return strings.HasPrefix(imp, module) || !std(imp) },
 		why:     "disk is the leaf every package shares: it imports nothing of ours and nothing outside the standard library",
 	},
@@ -81,13 +81,11 @@ var rules = []rule{
 		why:     "nothing imports bench, examples or cmd: they are programs at the top",
 	},
 	{
-		applies: func(p string) bool {
-			return !strings.HasPrefix(p, "internal/") && p != "bench" && !strings.HasPrefix(p, "cmd/")
-		},
+		applies: func(p string) bool { return !strings.HasSuffix(p, "test") },
 		forbids: func(imp string) bool {
-			return strings.HasPrefix(imp, module+"internal/") && strings.HasSuffix(imp, "test")
+			return strings.HasPrefix(imp, module) && (strings.HasSuffix(imp, "test") || imp == module+"internal/faultfs")
 		},
-		why: "test support (internal/...test) is for tests, not for the library's own files",
+		why: "test support (disk/disktest, pageblob/pageblobtest, internal/faultfs) is for tests, not for the library's or the programs' own files",
 	},
 }
 
@@ -167,11 +165,11 @@ func TestRulesCatch(t *testing.T) {
 		{Path: "localdisk", Imports: []string{module + "transfer"}},
 		{Path: "agent", Imports: []string{module + "localdisk", module + "blockdiff", module + "transfer"}},
 		{Path: "transfer", TestImports: []string{module + "cmd/deltasync"}},
-		{Path: "patch", Imports: []string{module + "internal/disktest"}},
+		{Path: "patch", Imports: []string{module + "disk/disktest"}},
 	}
 	got := check(broken)
 	want := []string{"agent imports transfer", "blockdiff imports transfer", "blockdiff/x imports github.com/Azure", "disk imports blockdiff",
-		"localdisk imports transfer", "pageblob imports localdisk", "patch imports internal/disktest", "transfer imports cmd/deltasync"}
+		"localdisk imports transfer", "pageblob imports localdisk", "patch imports disk/disktest", "transfer imports cmd/deltasync"}
 	if len(got) != len(want) {
 		t.Fatalf("%d breaks found, want %d:\n%s", len(got), len(want), strings.Join(got, "\n"))
 	}
