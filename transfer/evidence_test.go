@@ -23,9 +23,18 @@ func interrupted(t *testing.T, s, d *memDisk, opts *Options, after int64) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	// Stopped after that many writes and once a journal save holds a
+	// watermark past 0, on a slowed target: on a loaded machine the
+	// writes can come before the first save.
+	ws, ok := opts.Journal.(*watermarkStore)
+	if !ok {
+		ws = &watermarkStore{JournalStore: opts.Journal}
+		opts.Journal = ws
+	}
 	var n atomic.Int64
 	d.onWrite = func(int) { // called by several writers at once
-		if n.Add(1) == after {
+		time.Sleep(200 * time.Microsecond)
+		if n.Add(1) >= after && ws.max.Load() > 0 {
 			cancel()
 		}
 	}
