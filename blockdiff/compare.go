@@ -52,12 +52,12 @@ func Compare(ctx context.Context, src io.ReaderAt, srcSize int64, dst io.ReaderA
 	if err != nil {
 		return st, err
 	}
-	s, err := newDisk(Source, src, srcSize, &c)
+	s, err := newDisk(SourceSide, src, srcSize, &c)
 	if err != nil {
 		return st, err
 	}
 	defer s.close()
-	d, err := newDisk(Target, dst, dstSize, &c)
+	d, err := newDisk(TargetSide, dst, dstSize, &c)
 	if err != nil {
 		return st, err
 	}
@@ -167,7 +167,7 @@ func compareChunk(ctx context.Context, c *config, s, d *sideReader, ch chunk) (e
 	}
 	sc := allocCursor{rs: sAlloc, all: sAll}
 	dc := allocCursor{rs: dAlloc, all: dAll}
-	sw, dw := newFaultWindow(Source, sv), newFaultWindow(Target, dv)
+	sw, dw := newFaultWindow(SourceSide, sv), newFaultWindow(TargetSide, dv)
 	bs := int64(c.bs)
 	withFaults(func() {
 		defer catchFault(&err, &sw, &dw)

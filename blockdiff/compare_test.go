@@ -342,7 +342,7 @@ func TestCompareReadErrorNamesSideAndOffset(t *testing.T) {
 	const size = 16 << 20
 	_, err := Compare(context.Background(), failReader{-1}, size, failReader{9 << 20}, size, &Options{NoMmap: true}, func(disk.Extent) error { return nil })
 	var re *ReadError
-	if !errors.As(err, &re) || re.Side != Target || re.Off > 9<<20 || re.Off+re.Len <= 9<<20 {
+	if !errors.As(err, &re) || re.Side != TargetSide || re.Off > 9<<20 || re.Off+re.Len <= 9<<20 {
 		t.Fatalf("err %v (%#v), want ReadError on target around offset %d", err, re, 9<<20)
 	}
 }
@@ -365,7 +365,7 @@ func TestCompareFaultIsError(t *testing.T) {
 	if !errors.As(err, &fe) || !errors.Is(err, ErrFault) {
 		t.Fatalf("err = %v, want FaultError", err)
 	}
-	if fe.Side != Target {
+	if fe.Side != TargetSide {
 		t.Fatalf("fault blamed on %s, want target", fe.Side)
 	}
 	t.Logf("got: %v", err)

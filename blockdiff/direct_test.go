@@ -155,7 +155,7 @@ func TestDirectShortFile(t *testing.T) {
 	evict(t, s, d)
 	_, err := Compare(context.Background(), s, size, allData{d}, size, &Options{Direct: DirectAlways}, func(disk.Extent) error { return nil })
 	var re *ReadError
-	if !errors.As(err, &re) || re.Side != Target {
+	if !errors.As(err, &re) || re.Side != TargetSide {
 		t.Fatalf("err = %v, want a ReadError on the target", err)
 	}
 	t.Logf("got: %v", err)

@@ -23,8 +23,8 @@ var (
 type Side string
 
 const (
-	Source Side = "source"
-	Target Side = "target"
+	SourceSide Side = "source"
+	TargetSide Side = "target"
 )
 
 // ReadError is a failed read of one side at an offset.

@@ -164,7 +164,7 @@ func hashBlocks(ctx context.Context, r io.ReaderAt, size int64, h Hasher, cp *co
 		return err
 	}
 	c := *cp
-	d, err := newDisk(Source, r, size, &c)
+	d, err := newDisk(SourceSide, r, size, &c)
 	if err != nil {
 		return err
 	}

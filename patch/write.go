@@ -344,7 +344,7 @@ func (pw *patchWriter) flush(ctx context.Context) error {
 		if err == nil || errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
-		return &blockdiff.ReadError{Side: blockdiff.Source, Off: off, Len: n, Err: err}
+		return &blockdiff.ReadError{Side: blockdiff.SourceSide, Off: off, Len: n, Err: err}
 	}
 	for _, bh := range pw.want {
 		p := buf[bh.Off-off : bh.Off-off+int64(bh.Len)]

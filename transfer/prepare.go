@@ -168,7 +168,7 @@ func (r *run) chooseComparand(ctx context.Context) error {
 	}
 	rs, err := m.AllocatedRanges(ctx, r.start, end-r.start)
 	if err != nil {
-		return &ReadError{Side: blockdiff.Target, Off: r.start, Len: end - r.start, Err: fmt.Errorf("listing allocated ranges: %w", err)}
+		return &ReadError{Side: blockdiff.TargetSide, Off: r.start, Len: end - r.start, Err: fmt.Errorf("listing allocated ranges: %w", err)}
 	}
 	for _, x := range rs {
 		if x.Len > 0 {

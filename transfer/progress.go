@@ -37,8 +37,9 @@ func (p Phase) String() string {
 	return "unknown"
 }
 
-// Snapshot is the state of a run at one moment.
-type Snapshot struct {
+// ProgressReport is the state of a run at one moment (not a recovery
+// point, which the project calls a snapshot).
+type ProgressReport struct {
 	Phase Phase
 	// Total is the bytes of the range this phase goes over; Compared is
 	// how many of them it has gone over (in PhaseVerify, verified).
@@ -63,27 +64,27 @@ type Snapshot struct {
 	Journal string
 }
 
-// Progress receives snapshots of a run: at every phase change and at most
+// Progress receives reports of a run: at every phase change and at most
 // once per Options.ProgressInterval while a phase goes on. Update is
 // called from one goroutine at a time, in the run's path: it must return
-// quickly and must not keep the snapshot's run waiting.
+// quickly and must not keep the reported run waiting.
 type Progress interface {
-	Update(Snapshot)
+	Update(ProgressReport)
 }
 
 // ProgressFunc adapts a function to Progress.
-type ProgressFunc func(Snapshot)
+type ProgressFunc func(ProgressReport)
 
 // Update calls f(s).
-func (f ProgressFunc) Update(s Snapshot) { f(s) }
+func (f ProgressFunc) Update(s ProgressReport) { f(s) }
 
 var _ Progress = ProgressFunc(nil)
 
 type noProgress struct{}
 
-func (noProgress) Update(Snapshot) {}
+func (noProgress) Update(ProgressReport) {}
 
-// reporter builds snapshots; its counters are updated concurrently by the
+// reporter builds progress reports; its counters are updated concurrently by the
 // writers, its report methods are called by one goroutine at a time.
 type reporter struct {
 	p        Progress
@@ -97,7 +98,7 @@ type reporter struct {
 	extents  int64
 	written  atomic.Int64
 	zeroed   atomic.Int64
-	// resumedFrom and journal are set by openJournal (Snapshot's
+	// resumedFrom and journal are set by openJournal (ProgressReport's
 	// ResumedFrom and Journal).
 	resumedFrom int64
 	journal     string
@@ -125,7 +126,7 @@ func (r *reporter) report(force bool) {
 		return
 	}
 	r.last = now
-	s := Snapshot{
+	s := ProgressReport{
 		Phase:    r.phase,
 		Total:    r.total,
 		Compared: r.compared,

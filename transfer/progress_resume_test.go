@@ -9,15 +9,15 @@ import (
 	"time"
 )
 
-// TestProgressReportsResume: the snapshots of a run that resumed carry
+// TestProgressReportsResume: the progress reports of a run that resumed carry
 // the offset it restarted at and its journal's key from its first report
 // in PhaseCopy on, so that a caller can say "resuming at X" before the
 // copy and draw its progress from the absolute position; a stopped run's
 // Stats.JournalWatermark is where its rerun resumes.
 func TestProgressReportsResume(t *testing.T) {
 	src, s, d, opts := evidenceCase(t, 3)
-	var first []Snapshot
-	opts.Progress = ProgressFunc(func(sn Snapshot) {
+	var first []ProgressReport
+	opts.Progress = ProgressFunc(func(sn ProgressReport) {
 		if sn.Phase == PhaseCopy && len(first) == 0 {
 			first = append(first, sn)
 		}

@@ -348,7 +348,7 @@ func TestSourceReadFailure(t *testing.T) {
 		d := newMemDisk(make([]byte, len(src)), "dst")
 		_, err := Sync(context.Background(), s, d, &Options{BlockSize: bs, NoJournal: true})
 		var re *ReadError
-		if !errors.As(err, &re) || re.Side != blockdiff.Source || re.Off > 301<<10 || re.Off+re.Len <= 301<<10 {
+		if !errors.As(err, &re) || re.Side != blockdiff.SourceSide || re.Off > 301<<10 || re.Off+re.Len <= 301<<10 {
 			t.Fatalf("skip %d: got %v, want a source ReadError covering %d", skip, err, 301<<10)
 		}
 	}
@@ -757,10 +757,10 @@ func TestProgressPhases(t *testing.T) {
 	src := randImage(rng, 1<<20, bs)
 	d := newMemDisk(mutate(rng, src, bs, 10), "dst")
 	var phases []Phase
-	var last Snapshot
+	var last ProgressReport
 	st, err := Sync(context.Background(), newMemDisk(bytes.Clone(src), "src"), d, &Options{
 		BlockSize: bs, Verify: true, NoJournal: true, ProgressInterval: time.Hour,
-		Progress: ProgressFunc(func(s Snapshot) {
+		Progress: ProgressFunc(func(s ProgressReport) {
 			if n := len(phases); n == 0 || phases[n-1] != s.Phase {
 				phases = append(phases, s.Phase)
 			}

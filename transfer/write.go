@@ -85,12 +85,12 @@ func (r *run) perform(ctx context.Context, o *op) error {
 		// rounded up over a target that is longer), the target's own.
 		se := max(o.off, min(o.end, r.srcSize))
 		if err := readFull(ctx, r.src, b[:se-o.off], o.off); err != nil {
-			return &ReadError{Side: blockdiff.Source, Off: o.off, Len: se - o.off, Err: err}
+			return &ReadError{Side: blockdiff.SourceSide, Off: o.off, Len: se - o.off, Err: err}
 		}
 		r.copySrcRead.Add(se - o.off)
 		if se < o.end {
 			if err := readFull(ctx, r.dst, b[se-o.off:], se); err != nil {
-				return &ReadError{Side: blockdiff.Target, Off: se, Len: o.end - se, Err: err}
+				return &ReadError{Side: blockdiff.TargetSide, Off: se, Len: o.end - se, Err: err}
 			}
 			r.copyDstRead.Add(o.end - se)
 		}

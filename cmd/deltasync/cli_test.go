@@ -408,18 +408,18 @@ func TestProgressFrames(t *testing.T) {
 	if l := last(); !strings.Contains(l, " 75.0%") || !strings.Contains(l, "75.0 MiB of 100.0 MiB") || !strings.Contains(l, "limit 4.0 MiB/s") {
 		t.Errorf("resumed frame at 75%%, with the write rate against the limit: %q", l)
 	}
-	rw.Update(transfer.Snapshot{Phase: transfer.PhaseVerify, Total: 100 * miB, Compared: 10 * miB, Elapsed: time.Second})
+	rw.Update(transfer.ProgressReport{Phase: transfer.PhaseVerify, Total: 100 * miB, Compared: 10 * miB, Elapsed: time.Second})
 	if l := last(); !strings.HasPrefix(l, "verify ") || !strings.Contains(l, " 10.0%") {
 		t.Errorf("verify frame: %q", l)
 	}
-	rw.Update(transfer.Snapshot{Phase: transfer.PhaseDone, Total: 100 * miB, Compared: 100 * miB, Written: 7 * miB, Rate: 1e15})
+	rw.Update(transfer.ProgressReport{Phase: transfer.PhaseDone, Total: 100 * miB, Compared: 100 * miB, Written: 7 * miB, Rate: 1e15})
 	rw.finish(transfer.Stats{}, nil)
 	if s := buf.String(); !strings.HasSuffix(s, "\n") || !strings.Contains(last(), "100.0%") || !strings.Contains(last(), "written 7.0 MiB") {
 		t.Errorf("last frame: %q", last())
 	}
 }
 
-func copySnap(resumedFrom, compared, total int64) transfer.Snapshot {
-	return transfer.Snapshot{Phase: transfer.PhaseCopy, ResumedFrom: resumedFrom, Journal: "k1", Compared: compared, Total: total,
+func copySnap(resumedFrom, compared, total int64) transfer.ProgressReport {
+	return transfer.ProgressReport{Phase: transfer.PhaseCopy, ResumedFrom: resumedFrom, Journal: "k1", Compared: compared, Total: total,
 		Written: compared / 2, Elapsed: time.Second, Rate: float64(compared), ETA: time.Second}
 }

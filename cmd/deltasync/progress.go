@@ -39,12 +39,12 @@ type runWatch struct {
 	journal func(key string) string
 	bar     *progressBar // nil: no bar
 
-	last    transfer.Snapshot
+	last    transfer.ProgressReport
 	resumed bool // "resuming at" said
 }
 
 // Update implements transfer.Progress.
-func (rw *runWatch) Update(s transfer.Snapshot) {
+func (rw *runWatch) Update(s transfer.ProgressReport) {
 	switch {
 	case s.Phase == transfer.PhaseCopy && s.Total > 0:
 		rw.size = rw.base(s) + s.Total
@@ -71,7 +71,7 @@ func (rw *runWatch) Update(s transfer.Snapshot) {
 }
 
 // base is the bytes of the range done before this run's copy began.
-func (rw *runWatch) base(s transfer.Snapshot) int64 {
+func (rw *runWatch) base(s transfer.ProgressReport) int64 {
 	if s.ResumedFrom > rw.lo {
 		return s.ResumedFrom - rw.lo
 	}
@@ -117,7 +117,7 @@ func (rw *runWatch) finish(st transfer.Stats, err error) {
 }
 
 // frame is the bar's line for s; label replaces the phase's name.
-func (rw *runWatch) frame(s transfer.Snapshot, label string) frame {
+func (rw *runWatch) frame(s transfer.ProgressReport, label string) frame {
 	f := frame{label: label}
 	if f.label == "" {
 		f.label = s.Phase.String()
