@@ -7,6 +7,8 @@ import (
 	"errors"
 	"os"
 	"sync/atomic"
+
+	"github.com/deltasync/deltasync/disk"
 )
 
 // directFile is Linux only: elsewhere every chunk goes through the page cache.
@@ -22,6 +24,6 @@ func cached(*os.File, int64, int64) bool { return false }
 
 var errDirectRefused = errors.New("direct read refused")
 
-func (x *directFile) read(context.Context, Side, int64, int64, []Range, bool, *atomic.Int64) (view, error) {
+func (x *directFile) read(context.Context, Side, int64, int64, []disk.Range, bool, *atomic.Int64) (view, error) {
 	return view{}, errDirectRefused
 }
