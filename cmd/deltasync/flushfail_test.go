@@ -33,21 +33,30 @@ func TestFailedFlush(t *testing.T) {
 	}
 }
 
-func testFailedFlush(t *testing.T, noDirect bool) {
+// faultPair makes a source image of size random bytes and, on a fault
+// file system, dst.img: the source with blocks changed (change's n and
+// k). It returns the folder, the source's path and bytes, the target's
+// bytes, and the file system.
+func faultPair(t *testing.T, size, n, k int) (dir, srcPath string, src, old []byte, ffs *faultfs.FS) {
+	t.Helper()
 	rng := newRand(t)
-	dir := t.TempDir()
+	dir = t.TempDir()
 	backing := filepath.Join(dir, "backing")
 	if err := os.Mkdir(backing, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	const size = 8 * miB
-	src := randomBytes(rng, size)
-	old := bytes.Clone(src)
-	change(rng, old, 40, 8)
-	srcPath := filepath.Join(dir, "src.img")
+	src = randomBytes(rng, size)
+	old = bytes.Clone(src)
+	change(rng, old, n, k)
+	srcPath = filepath.Join(dir, "src.img")
 	writeFile(t, srcPath, src)
 	writeFile(t, filepath.Join(backing, "dst.img"), old)
-	ffs := faultfs.Mount(t, backing)
+	return dir, srcPath, src, old, faultfs.Mount(t, backing)
+}
+
+func testFailedFlush(t *testing.T, noDirect bool) {
+	const size = 8 * miB
+	dir, srcPath, src, old, ffs := faultPair(t, size, 40, 8)
 	dst := ffs.Path("dst.img")
 	jdir := filepath.Join(dir, "journal")
 
@@ -112,20 +121,8 @@ func TestFailedFlushWatchdog(t *testing.T) {
 	if err := faultfs.Available(); err != nil {
 		t.Skip(err)
 	}
-	rng := newRand(t)
-	dir := t.TempDir()
-	backing := filepath.Join(dir, "backing")
-	if err := os.Mkdir(backing, 0o755); err != nil {
-		t.Fatal(err)
-	}
 	const size = 16 * miB
-	src := randomBytes(rng, size)
-	old := bytes.Clone(src)
-	change(rng, old, 120, 20)
-	srcPath := filepath.Join(dir, "src.img")
-	writeFile(t, srcPath, src)
-	writeFile(t, filepath.Join(backing, "dst.img"), old)
-	ffs := faultfs.Mount(t, backing)
+	dir, srcPath, src, _, ffs := faultPair(t, size, 120, 20)
 	out, err := exec.Command("losetup", "--find", "--show", ffs.Path("dst.img")).CombinedOutput()
 	if err != nil {
 		t.Skipf("losetup on the fault file system: %v: %s", err, out)
