@@ -1,7 +1,7 @@
 // Package agent serves disks to a deltasync on another machine, and opens
-// such disks as transfer sources and targets, so that transfer.Sync works
-// unchanged against a remote disk while only hashes and changed data
-// cross the network.
+// such disks as sources and targets (disk.Source, disk.Target), so that
+// transfer.Sync works unchanged against a remote disk while only hashes
+// and changed data cross the network.
 //
 // # Words
 //

@@ -1,5 +1,5 @@
 // Package pageblob adapts Azure page blobs and managed disks to deltasync's
-// source and target contracts (package transfer), over the official azblob
+// source and target contracts (package disk), over the official azblob
 // SDK (only its blob, pageblob and bloberror packages: the root package
 // and azblob/container pull in apache/arrow-go).
 //

@@ -43,7 +43,8 @@
 //
 // # Targets
 //
-// The target is a Target; the optional capabilities of contracts.go are
+// The target is a disk.Target; its optional capabilities (package disk:
+// Zeroer, Flusher, Resizer, WriteLimits, ...; BlockHasher, here) are
 // discovered by type assertion. Operations are aligned to WriteLimits'
 // alignment and at most its maximum write; Zero ranges are cleared with
 // ZeroRange, or written as zeros without a Zeroer; a target smaller than
