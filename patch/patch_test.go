@@ -15,6 +15,7 @@ import (
 
 	"github.com/deltasync/deltasync/blockdiff"
 	"github.com/deltasync/deltasync/disk"
+	"github.com/deltasync/deltasync/disk/disktest"
 	"github.com/deltasync/deltasync/transfer"
 )
 
@@ -162,12 +163,12 @@ func TestRoundTrip(t *testing.T) {
 					src := mutate(rng, base, c.size, c.bs)
 					o := &WriteOptions{RecordSize: []int{0, c.bs, 3 * c.bs}[round], Compression: Compression(round % 4)}
 					p, ws := diff(t, base, src, alg, c.bs, o)
-					dst := newMemDisk(base)
+					dst := disktest.NewMem(base)
 					st, err := apply(p, dst, &ApplyOptions{Verify: round == 1})
 					if err != nil {
 						t.Fatalf("round %d: %v", round, err)
 					}
-					if !bytes.Equal(dst.bytes(), src) {
+					if !bytes.Equal(dst.Bytes(), src) {
 						t.Fatalf("round %d: target differs from the source after apply (%d vs %d bytes)", round, dst.Size(), len(src))
 					}
 					if !st.BaseChecked || st.AlreadyApplied && !bytes.Equal(base, src) {
@@ -176,7 +177,7 @@ func TestRoundTrip(t *testing.T) {
 					if st.Written != ws.Trailer.DataBytes || st.Zeroed != ws.Trailer.ZeroBytes {
 						t.Fatalf("round %d: wrote %d, zeroed %d; the patch holds %d and %d", round, st.Written, st.Zeroed, ws.Trailer.DataBytes, ws.Trailer.ZeroBytes)
 					}
-					if dst.flushes.Load() == 0 && !st.AlreadyApplied {
+					if dst.Flushes() == 0 && !st.AlreadyApplied {
 						t.Fatalf("round %d: target not flushed", round)
 					}
 					// Again: the target is the result, and is left alone.
@@ -186,9 +187,9 @@ func TestRoundTrip(t *testing.T) {
 						t.Fatalf("round %d: second apply: %v, %+v, touched %v", round, err, st, spy.touched())
 					}
 					// A target without capabilities takes it too.
-					plain := newMemDisk(base)
+					plain := disktest.NewMem(base)
 					if len(src) == len(base) {
-						if _, err := apply(p, plainDisk{plain}, nil); err != nil || !bytes.Equal(plain.bytes(), src) {
+						if _, err := apply(p, plainDisk{plain}, nil); err != nil || !bytes.Equal(plain.Bytes(), src) {
 							t.Fatalf("round %d: plain target: %v", round, err)
 						}
 					}
@@ -311,8 +312,8 @@ func TestPatchSize(t *testing.T) {
 		if compressible && ratio > 0.1 {
 			t.Fatalf("patch of %d bytes for %d bytes of compressible changes", len(p), changed)
 		}
-		dst := newMemDisk(base)
-		if _, err := apply(p, dst, nil); err != nil || !bytes.Equal(dst.bytes(), src) {
+		dst := disktest.NewMem(base)
+		if _, err := apply(p, dst, nil); err != nil || !bytes.Equal(dst.Bytes(), src) {
 			t.Fatalf("apply: %v", err)
 		}
 	}
@@ -359,12 +360,12 @@ func TestForeignBase(t *testing.T) {
 		{"zeros", p, make([]byte, len(base))},
 		{"grown patch, another disk", grown, image(rng, len(base))},
 	} {
-		spy := &spyDisk{d: newMemDisk(c.dst), budget: -1}
+		spy := &spyDisk{d: disktest.NewMem(c.dst), budget: -1}
 		_, err := apply(c.p, spy, nil)
 		if !errors.Is(err, ErrBaseMismatch) {
 			t.Fatalf("%s: got %v, want ErrBaseMismatch", c.name, err)
 		}
-		if spy.touched() || !bytes.Equal(spy.d.bytes(), c.dst) {
+		if spy.touched() || !bytes.Equal(spy.d.Bytes(), c.dst) {
 			t.Fatalf("%s: the target was written", c.name)
 		}
 	}
@@ -376,14 +377,14 @@ func TestForeignBase(t *testing.T) {
 	}
 	mixed := bytes.Clone(base)
 	mixed[b*bs] ^= 0xff
-	dst := newMemDisk(mixed)
-	if _, err := apply(p, dst, nil); err != nil || !bytes.Equal(dst.bytes(), src) {
+	dst := disktest.NewMem(mixed)
+	if _, err := apply(p, dst, nil); err != nil || !bytes.Equal(dst.Bytes(), src) {
 		t.Fatalf("target differing only in a rewritten block: %v", err)
 	}
 
 	// NoBaseCheck does not read the target, and writes the patch.
 	other := image(rng, len(base))
-	spy := &spyDisk{d: newMemDisk(other), budget: -1}
+	spy := &spyDisk{d: disktest.NewMem(other), budget: -1}
 	st, err := apply(p, spy, &ApplyOptions{NoBaseCheck: true})
 	if err != nil || st.BaseChecked || spy.read.Load() != 0 {
 		t.Fatalf("NoBaseCheck: %v, %+v, read %d", err, st, spy.read.Load())
@@ -436,12 +437,12 @@ func TestDamagedPatch(t *testing.T) {
 			return
 		}
 		for _, nbc := range []bool{false, true} {
-			spy := &spyDisk{d: newMemDisk(base), budget: -1}
+			spy := &spyDisk{d: disktest.NewMem(base), budget: -1}
 			_, err := apply(b, spy, &ApplyOptions{NoBaseCheck: nbc})
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("%s: apply: %v, want ErrCorrupt", what, err)
 			}
-			if spy.touched() || !bytes.Equal(spy.d.bytes(), base) {
+			if spy.touched() || !bytes.Equal(spy.d.Bytes(), base) {
 				t.Fatalf("%s: the target was written", what)
 			}
 		}
@@ -497,7 +498,7 @@ func TestInconsistentPatch(t *testing.T) {
 	src := mutate(rng, base, 100_000, 4096)
 	src[1000] ^= 1
 	p, _ := diff(t, base, src, blockdiff.XXH3, 4096, &WriteOptions{Compression: CompressNone})
-	if _, err := apply(reseal(t, p, func(byte, []byte) {}), newMemDisk(base), nil); err != nil {
+	if _, err := apply(reseal(t, p, func(byte, []byte) {}), disktest.NewMem(base), nil); err != nil {
 		t.Fatalf("resealed as it was: %v", err)
 	}
 	bad := reseal(t, p, func(tag byte, body []byte) {
@@ -505,7 +506,7 @@ func TestInconsistentPatch(t *testing.T) {
 			body[len(body)-1] ^= 1
 		}
 	})
-	spy := &spyDisk{d: newMemDisk(base), budget: -1}
+	spy := &spyDisk{d: disktest.NewMem(base), budget: -1}
 	if _, err := apply(bad, spy, nil); !errors.Is(err, ErrResultMismatch) || spy.touched() {
 		t.Fatalf("got %v (touched %v), want ErrResultMismatch and nothing written", err, spy.touched())
 	}
@@ -526,7 +527,7 @@ func TestInterruptedApply(t *testing.T) {
 			p, ws := diff(t, base, src, blockdiff.XXH3, c.bs, &WriteOptions{RecordSize: 2 * c.bs})
 			total := ws.Trailer.DataBytes + ws.Trailer.ZeroBytes
 			for n := int64(0); n < total; n += 1 + rng.Int64N(int64(c.bs)) {
-				dst := newMemDisk(base)
+				dst := disktest.NewMem(base)
 				spy := &spyDisk{d: dst, budget: n, maxWrite: 3000, align: 1}
 				if _, err := apply(p, spy, &ApplyOptions{WriteSize: 3000}); !errors.Is(err, errInjected) {
 					t.Fatalf("interrupted at %d of %d: %v", n, total, err)
@@ -542,7 +543,7 @@ func TestInterruptedApply(t *testing.T) {
 				if err != nil {
 					t.Fatalf("rerun after %d of %d: %v", n, total, err)
 				}
-				if !bytes.Equal(dst.bytes(), src) {
+				if !bytes.Equal(dst.Bytes(), src) {
 					t.Fatalf("rerun after %d of %d: target differs from the source", n, total)
 				}
 				if !st.BaseChecked {
@@ -551,11 +552,11 @@ func TestInterruptedApply(t *testing.T) {
 			}
 			// The cut (or the growth) fails: the data is written, the size
 			// not; a rerun finishes.
-			dst := newMemDisk(base)
+			dst := disktest.NewMem(base)
 			if _, err := apply(p, &spyDisk{d: dst, budget: -1, failResize: true}, nil); c.base != c.size && !errors.Is(err, errInjected) {
 				t.Fatalf("failing resize: %v", err)
 			}
-			if _, err := apply(p, dst, nil); err != nil || !bytes.Equal(dst.bytes(), src) {
+			if _, err := apply(p, dst, nil); err != nil || !bytes.Equal(dst.Bytes(), src) {
 				t.Fatalf("rerun after a failed resize: %v", err)
 			}
 		})
@@ -568,28 +569,28 @@ func TestWriteLimits(t *testing.T) {
 	base := image(rng, 300_000)
 	src := mutate(rng, base, 400_000, 4096)
 	p, _ := diff(t, base, src, blockdiff.XXH3, 4096, nil)
-	dst := newMemDisk(base)
+	dst := disktest.NewMem(base)
 	spy := &spyDisk{d: dst, budget: -1, align: 512, maxWrite: 8192}
-	if _, err := apply(p, spy, nil); err != nil || !bytes.Equal(dst.bytes(), src) {
+	if _, err := apply(p, spy, nil); err != nil || !bytes.Equal(dst.Bytes(), src) {
 		t.Fatalf("%v", err)
 	}
-	spy = &spyDisk{d: newMemDisk(base), budget: -1, align: 8192}
+	spy = &spyDisk{d: disktest.NewMem(base), budget: -1, align: 8192}
 	if _, err := apply(p, spy, nil); !errors.Is(err, ErrBadOptions) || spy.touched() {
 		t.Fatalf("alignment over the block size: %v", err)
 	}
 	// A target that cannot grow is refused before anything is written.
-	plain := newMemDisk(base)
-	if _, err := apply(p, plainDisk{plain}, nil); !errors.Is(err, transfer.ErrTargetTooSmall) || !bytes.Equal(plain.bytes(), base) {
+	plain := disktest.NewMem(base)
+	if _, err := apply(p, plainDisk{plain}, nil); !errors.Is(err, transfer.ErrTargetTooSmall) || !bytes.Equal(plain.Bytes(), base) {
 		t.Fatalf("target that cannot grow: %v", err)
 	}
 	// One that cannot shrink keeps its tail with KeepExcess.
 	p, _ = diff(t, base, src[:200_000], blockdiff.XXH3, 4096, nil)
-	plain = newMemDisk(base)
-	if _, err := apply(p, plainDisk{plain}, nil); !errors.Is(err, ErrBadOptions) || !bytes.Equal(plain.bytes(), base) {
+	plain = disktest.NewMem(base)
+	if _, err := apply(p, plainDisk{plain}, nil); !errors.Is(err, ErrBadOptions) || !bytes.Equal(plain.Bytes(), base) {
 		t.Fatalf("target that cannot shrink: %v", err)
 	}
 	if _, err := apply(p, plainDisk{plain}, &ApplyOptions{KeepExcess: true, Verify: true}); err != nil ||
-		!bytes.Equal(plain.bytes()[:200_000], src[:200_000]) || !bytes.Equal(plain.bytes()[200_000:], base[200_000:]) {
+		!bytes.Equal(plain.Bytes()[:200_000], src[:200_000]) || !bytes.Equal(plain.Bytes()[200_000:], base[200_000:]) {
 		t.Fatalf("KeepExcess: %v", err)
 	}
 	// And a rerun with KeepExcess still proves the base and applies.
@@ -600,7 +601,7 @@ func TestWriteLimits(t *testing.T) {
 
 // lossyDisk drops writes at one offset: only Verify notices.
 type lossyDisk struct {
-	*memDisk
+	*disktest.Mem
 	at int64
 }
 
@@ -608,7 +609,7 @@ func (l lossyDisk) WriteAt(p []byte, off int64) (int, error) {
 	if off <= l.at && l.at < off+int64(len(p)) {
 		return len(p), nil
 	}
-	return l.memDisk.WriteAt(p, off)
+	return l.Mem.WriteAt(p, off)
 }
 
 func TestVerify(t *testing.T) {
@@ -617,14 +618,14 @@ func TestVerify(t *testing.T) {
 	src := bytes.Clone(base)
 	fill(rng, src[8192:12288])
 	p, _ := diff(t, base, src, blockdiff.BLAKE3, 4096, nil)
-	if _, err := apply(p, lossyDisk{newMemDisk(base), 8192}, nil); err != nil {
+	if _, err := apply(p, lossyDisk{disktest.NewMem(base), 8192}, nil); err != nil {
 		t.Fatalf("without Verify: %v", err)
 	}
-	st, err := apply(p, lossyDisk{newMemDisk(base), 8192}, &ApplyOptions{Verify: true})
+	st, err := apply(p, lossyDisk{disktest.NewMem(base), 8192}, &ApplyOptions{Verify: true})
 	if !errors.Is(err, ErrResultMismatch) || st.Verified {
 		t.Fatalf("got %v, want ErrResultMismatch", err)
 	}
-	if st, err := apply(p, newMemDisk(base), &ApplyOptions{Verify: true}); err != nil || !st.Verified {
+	if st, err := apply(p, disktest.NewMem(base), &ApplyOptions{Verify: true}); err != nil || !st.Verified {
 		t.Fatalf("Verify: %v, %+v", err, st)
 	}
 }
@@ -690,7 +691,7 @@ func TestBadOptions(t *testing.T) {
 		}
 	}
 	p, _ := diffSig(t, sigb, base, nil)
-	if _, err := apply(p, newMemDisk(base), &ApplyOptions{WriteSize: -1}); !errors.Is(err, ErrBadOptions) {
+	if _, err := apply(p, disktest.NewMem(base), &ApplyOptions{WriteSize: -1}); !errors.Is(err, ErrBadOptions) {
 		t.Fatalf("negative write size: %v", err)
 	}
 }
@@ -717,7 +718,7 @@ func TestCancel(t *testing.T) {
 	p, _ := diff(t, base, src, blockdiff.XXH3, 4096, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	spy := &spyDisk{d: newMemDisk(base), budget: -1}
+	spy := &spyDisk{d: disktest.NewMem(base), budget: -1}
 	if _, err := Apply(ctx, bytes.NewReader(p), spy, nil); !errors.Is(err, context.Canceled) || spy.touched() {
 		t.Fatalf("got %v", err)
 	}
