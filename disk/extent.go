@@ -79,3 +79,22 @@ func Normalize(rs []Range) []Range {
 	}
 	return merged
 }
+
+// Subtract returns the ranges of rs without the bytes of r, in a new
+// slice: sorted and merged when rs is.
+func Subtract(rs []Range, r Range) []Range {
+	out := make([]Range, 0, len(rs)+1)
+	for _, x := range rs {
+		if x.End() <= r.Off || x.Off >= r.End() {
+			out = append(out, x)
+			continue
+		}
+		if x.Off < r.Off {
+			out = append(out, Range{Off: x.Off, Len: r.Off - x.Off})
+		}
+		if x.End() > r.End() {
+			out = append(out, Range{Off: r.End(), Len: x.End() - r.End()})
+		}
+	}
+	return out
+}

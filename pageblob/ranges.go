@@ -224,24 +224,6 @@ func addRange(rs []disk.Range, r disk.Range) []disk.Range {
 	return disk.Normalize(append(out, r))
 }
 
-// subtractRange returns rs without the bytes of r (a new slice).
-func subtractRange(rs []disk.Range, r disk.Range) []disk.Range {
-	out := make([]disk.Range, 0, len(rs)+1)
-	for _, x := range rs {
-		if x.End() <= r.Off || x.Off >= r.End() {
-			out = append(out, x)
-			continue
-		}
-		if x.Off < r.Off {
-			out = append(out, disk.Range{Off: x.Off, Len: r.Off - x.Off})
-		}
-		if x.End() > r.End() {
-			out = append(out, disk.Range{Off: r.End(), Len: x.End() - r.End()})
-		}
-	}
-	return out
-}
-
 // rangeCache keeps the page ranges of a few listed segments. Each
 // segment's generation counts this Blob's writes and clears into it; a
 // listing that raced with one is returned but not kept. Cached lists
@@ -338,7 +320,7 @@ func (c *rangeCache) update(off, n int64, f func([]disk.Range, disk.Range) []dis
 }
 
 func (c *rangeCache) wrote(off, n int64)   { c.update(off, n, addRange) }
-func (c *rangeCache) cleared(off, n int64) { c.update(off, n, subtractRange) }
+func (c *rangeCache) cleared(off, n int64) { c.update(off, n, disk.Subtract) }
 func (c *rangeCache) touched(off, n int64) { c.update(off, n, nil) }
 
 // reset drops everything (after a resize).

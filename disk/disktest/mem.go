@@ -145,27 +145,9 @@ func (m *Mem) ZeroRange(ctx context.Context, off, n int64) error {
 		return fmt.Errorf("disktest: zero [%d,+%d) outside the disk's %d bytes", off, n, len(m.b))
 	}
 	clear(m.b[off : off+n])
-	m.written = subtract(m.written, disk.Range{Off: off, Len: n})
+	m.written = disk.Subtract(m.written, disk.Range{Off: off, Len: n})
 	m.version.Add(1)
 	return nil
-}
-
-// subtract returns rs (sorted, merged) less r.
-func subtract(rs []disk.Range, r disk.Range) []disk.Range {
-	var out []disk.Range
-	for _, x := range rs {
-		if x.End() <= r.Off || x.Off >= r.End() {
-			out = append(out, x)
-			continue
-		}
-		if x.Off < r.Off {
-			out = append(out, disk.Range{Off: x.Off, Len: r.Off - x.Off})
-		}
-		if x.End() > r.End() {
-			out = append(out, disk.Range{Off: r.End(), Len: x.End() - r.End()})
-		}
-	}
-	return out
 }
 
 // Resize sets the size: growth reads as zeros, shrinking drops the tail.
@@ -180,7 +162,7 @@ func (m *Mem) Resize(ctx context.Context, size int64) error {
 	defer m.mu.Unlock()
 	if size <= int64(len(m.b)) {
 		m.b = m.b[:size:size]
-		m.written = subtract(m.written, disk.Range{Off: size, Len: 1 << 62})
+		m.written = disk.Subtract(m.written, disk.Range{Off: size, Len: 1 << 62})
 	} else {
 		m.b = append(m.b, make([]byte, size-int64(len(m.b)))...)
 	}
