@@ -3,6 +3,15 @@
 // transfer.Sync works unchanged against a remote disk while only hashes
 // and changed data cross the network.
 //
+//	// On the disk's machine: deltasync agent -listen :7040 -disk vm1=/dev/sdb ...
+//	c := &agent.Client{Addr: "host:7040", Token: token, Pin: pin}
+//	dst, err := c.OpenTarget(ctx, "vm1")
+//	if err != nil {
+//		return err
+//	}
+//	defer dst.Close()
+//	st, err := transfer.Sync(ctx, src, dst, nil) // hashes come back, changes go out
+//
 // # Words
 //
 //   - agent: a Server, embedded in a Go program or run as

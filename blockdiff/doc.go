@@ -1,6 +1,18 @@
 // Package blockdiff finds where two disks differ, block by block, at the
 // speed of the disks.
 //
+//	st, err := blockdiff.Compare(ctx, src, srcSize, dst, dstSize,
+//		&blockdiff.Options{BlockSize: 64 << 10},
+//		func(e disk.Extent) error {
+//			fmt.Println(e) // data[4096,+65536), zero[...), excess[...)
+//			return nil
+//		})
+//	// st.Compared, st.Equal: bytes gone over and found equal
+//
+// When the target is far away, each side hashes its own blocks
+// (HashBlocks) and CompareHashes compares the hashes; a signature
+// (WriteSignature) is those hashes kept in a file.
+//
 // # Words
 //
 //   - A disk is an io.ReaderAt and a size: an image file, a block device, a

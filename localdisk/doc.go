@@ -2,6 +2,15 @@
 // sources and targets of a sync (disk.Source, disk.Target and
 // their optional capabilities). It is Linux-only.
 //
+//	src, err := localdisk.OpenSource("/dev/vg0/snap", localdisk.SourceOptions{})
+//	if err != nil { // mounted read-write, aliased, locked: refused, saying why
+//		return err
+//	}
+//	defer src.Close()
+//	dst, err := localdisk.OpenTarget("disk.img", localdisk.TargetOptions{Create: true})
+//	...
+//	st, err := transfer.Sync(ctx, src, dst, nil)
+//
 // # Words
 //
 //   - disk: a regular file (an image) or a block device, opened as a *Disk.

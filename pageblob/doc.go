@@ -3,6 +3,16 @@
 // SDK (only its blob, pageblob and bloberror packages: the root package
 // and azblob/container pull in apache/arrow-go).
 //
+//	// A SAS in the URL, or AZURE_STORAGE_* in the environment.
+//	dst, err := pageblob.OpenTarget(ctx, "https://acct.blob.core.windows.net/disks/vm1.vhd?sv=...",
+//		&pageblob.Options{CreateSize: src.Size()}) // a new blob of that size
+//	if err != nil {
+//		return err
+//	}
+//	defer dst.Close()
+//	st, err := transfer.Sync(ctx, src, dst, nil)
+//	snap, err := dst.Snapshot(ctx) // a recovery point
+//
 // # Words
 //
 //   - A page blob is Azure's random-access blob: a size (a multiple of

@@ -2,6 +2,17 @@
 // keeps recovery points by a policy, and implements the reprotect
 // (failback) flow of Azure Site Recovery.
 //
+//	r, err := replicate.New(replicate.Config{
+//		Source: replicate.Quiesced(src, nil), // or BlobFreezer: a snapshot per cycle
+//		Target: &replicate.FileTarget{Disk: dst, Dir: pointsDir},
+//		Policy: replicate.Policy{Interval: 15 * time.Minute, KeepLast: 8},
+//	})
+//	...
+//	err = r.Run(ctx) // a cycle every Interval, a recovery point each, until ctx ends
+//
+// Replicator.Cycle runs one cycle (see its example); Group freezes several
+// disks together; Reprotect runs the failback.
+//
 // # Words
 //
 //   - A view is a frozen, read-only view of the source at one moment

@@ -4,6 +4,16 @@
 // concurrency and bounded memory, journals what is done so that an
 // interrupted run resumes, and proves the result by reading it back.
 //
+//	src, _ := localdisk.OpenSource("disk.img", localdisk.SourceOptions{})
+//	dst, _ := localdisk.OpenTarget("copy.img", localdisk.TargetOptions{Create: true})
+//	st, err := transfer.Sync(ctx, src, dst, &transfer.Options{
+//		Journal: transfer.DirStore{Dir: stateDir}, // an interrupted run resumes
+//		Verify:  true,                             // read the target back
+//	})
+//	// st.Written, st.Zeroed: what moved; st.Resumed: from a journal
+//
+// Seed is the same for a target that is new or proven empty.
+//
 // # Words
 //
 //   - Seeding (Seed) is the first full copy into a target that is new, or
