@@ -154,7 +154,9 @@
 //     write-back failed may stay cached, clean, holding data the disk does
 //     not have. A client whose journal says a flush failed asks for
 //     O_DIRECT hashing itself (the hash request's direct flag), which
-//     covers an agent restarted since.
+//     covers an agent restarted since. An agent built before the flag
+//     (protocol version 3 too) ends such a session as malformed: the
+//     rerun fails, naming the agent, rather than trusting cached pages.
 //   - Check (the rerun, before its first change) holds only if the agent
 //     has that watch's record, no session changed the disk since (the
 //     generation), nothing failed, and the disk's own evidence is

@@ -237,7 +237,7 @@ func (a *agentTarget) onFaultFS(t *testing.T, b []byte) (unmount func(), ok bool
 	}
 	a.ffs, a.url, a.pin, a.token = ffs, url, pin, token
 	a.path = ffs.Path("dst.img")
-	writeFile(t, a.path, b)
+	writeSynced(t, a.path, b) // on the fault file system's disk, as the file rounds' target is
 	return func() {}, true
 }
 
@@ -392,13 +392,7 @@ func TestAdversary(t *testing.T) {
 		if !faulty.done {
 			faulty.done = true
 			if faultfs.Available() == nil {
-				dir := t.TempDir()
-				backing := filepath.Join(dir, "backing")
-				if err := os.Mkdir(backing, 0o755); err != nil {
-					t.Fatal(err)
-				}
-				faulty.ffs = faultfs.Mount(t, backing)
-				_, faulty.url, faulty.pin, faulty.token = agentFixtureOf(t, dir, faulty.ffs.Path("dst.img"))
+				faulty.ffs, faulty.url, faulty.pin, faulty.token = faultAgentFS(t)
 			}
 		}
 		return faulty.ffs, faulty.url, faulty.pin, faulty.token, faulty.ffs != nil

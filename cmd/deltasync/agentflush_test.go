@@ -26,13 +26,10 @@ import (
 // itself can deadlock (a page fault waits for the server, the server for
 // the garbage collector, the collector for the faulting thread).
 
-// faultAgent starts an agent process serving dst.img, holding b, from a
-// fault file system.
-func faultAgent(t *testing.T, b []byte) (ffs *faultfs.FS, url, pin, token string) {
+// faultAgentFS starts an agent process serving dst.img from a fault
+// file system, mounted for the test's life.
+func faultAgentFS(t *testing.T) (ffs *faultfs.FS, url, pin, token string) {
 	t.Helper()
-	if err := faultfs.Available(); err != nil {
-		t.Skip(err)
-	}
 	dir := t.TempDir()
 	backing := filepath.Join(dir, "backing")
 	if err := os.Mkdir(backing, 0o755); err != nil {
@@ -40,9 +37,14 @@ func faultAgent(t *testing.T, b []byte) (ffs *faultfs.FS, url, pin, token string
 	}
 	ffs = faultfs.Mount(t, backing)
 	_, url, pin, token = agentFixtureOf(t, dir, ffs.Path("dst.img"))
-	// Written and flushed: on the fault file system's disk, not only in
-	// its cache.
-	f, err := os.OpenFile(ffs.Path("dst.img"), os.O_WRONLY|os.O_TRUNC, 0)
+	return
+}
+
+// writeSynced makes path hold b, flushed: on a fault file system, on its
+// disk and not only in its cache (a failed flush loses unflushed writes).
+func writeSynced(t *testing.T, path string, b []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,6 +55,17 @@ func faultAgent(t *testing.T, b []byte) (ffs *faultfs.FS, url, pin, token string
 		t.Fatal(err)
 	}
 	f.Close()
+}
+
+// faultAgent starts an agent process serving dst.img, holding b, from a
+// fault file system.
+func faultAgent(t *testing.T, b []byte) (ffs *faultfs.FS, url, pin, token string) {
+	t.Helper()
+	if err := faultfs.Available(); err != nil {
+		t.Skip(err)
+	}
+	ffs, url, pin, token = faultAgentFS(t)
+	writeSynced(t, ffs.Path("dst.img"), b)
 	return
 }
 
