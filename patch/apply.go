@@ -17,9 +17,6 @@ import (
 // ApplyOptions.WriteSize is 0 and the target allows it.
 const DefaultWriteSize = 4 << 20
 
-// zeroPiece is the largest single ZeroRange call of Apply.
-const zeroPiece = 64 << 20
-
 // ApplyOptions tune Apply. The zero value means the documented defaults;
 // a nil *ApplyOptions is the zero value.
 type ApplyOptions struct {
@@ -89,11 +86,7 @@ type plan struct {
 	size    int64 // the target's size before anything is written
 	grow    bool  // resize the target to the result's size first
 	cut     bool  // cut the target to the result's size last
-	resizer disk.Resizer
-	zeroer  disk.Zeroer
-	flusher disk.Flusher
-	align   int64
-	wsize   int64
+	w       *transfer.Writer
 	checked bool // the base was checked
 	applied bool // the target is already the result
 }
@@ -110,7 +103,8 @@ type plan struct {
 // before anything is written. A target already the result is left alone
 // (ApplyStats.AlreadyApplied).
 //
-// The second pass applies the records in order: the target is grown first
+// The second pass applies the records in order, through the write path
+// Seed and Sync use (transfer.Writer): the target is grown first
 // when the result is longer (disk.Resizer), each data record written
 // (in writes of at most WriteSize, aligned to the target's WriteLimits),
 // each zero record cleared (disk.Zeroer, or zeros written), and a
@@ -120,7 +114,8 @@ type plan struct {
 // again on the partly written target, and ends as if it had not been
 // interrupted. Errors of the target are *transfer.WriteError.
 //
-// Memory is bounded: two records, and blockdiff's hashing workers.
+// Memory is bounded: two records, blockdiff's hashing workers, and, for a
+// target that cannot clear ranges itself, one zero buffer of WriteSize.
 func Apply(ctx context.Context, patch io.ReadSeeker, dst disk.Target, opts *ApplyOptions) (st ApplyStats, err error) {
 	t0 := time.Now()
 	defer func() { st.Elapsed = time.Since(t0) }()
@@ -277,38 +272,31 @@ func check(ctx context.Context, patch io.Reader, dst disk.Target, o *ApplyOption
 	return p, nil
 }
 
-// limits finds what the target can do and refuses a target that cannot
-// take the patch.
+// limits finds what the target can do, through the write path Seed and
+// Sync use (transfer.Writer), and refuses a target that cannot take the
+// patch.
 func (p *plan) limits(dst disk.Target, o *ApplyOptions) error {
 	D, S := p.size, p.g.result
-	p.resizer, _ = dst.(disk.Resizer)
-	p.zeroer, _ = dst.(disk.Zeroer)
-	p.flusher, _ = dst.(disk.Flusher)
+	ws := o.WriteSize
+	if ws == 0 {
+		ws = DefaultWriteSize
+	}
+	w, err := transfer.NewWriter(dst, &transfer.WriterOptions{WriteSize: ws})
+	if err != nil {
+		return err
+	}
+	p.w = w
 	p.grow = D < S
 	p.cut = D > S && !o.KeepExcess
-	if p.grow && p.resizer == nil {
+	if p.grow && !w.CanResize() {
 		return fmt.Errorf("%w: the target has %d bytes, the result %d, and the target cannot grow", transfer.ErrTargetTooSmall, D, S)
 	}
-	if p.cut && p.resizer == nil {
+	if p.cut && !w.CanResize() {
 		return badOptions("the target has %d bytes, the result %d, and the target cannot be cut (keep its tail with KeepExcess)", D, S)
 	}
-	p.align = 1
-	var maxw int64
-	if wl, ok := dst.(disk.WriteLimits); ok {
-		p.align, maxw = wl.WriteLimits()
-		p.align = max(p.align, 1)
+	if p.g.bs%w.Alignment() != 0 {
+		return badOptions("the patch's block size %d is not a multiple of the target's alignment %d", p.g.bs, w.Alignment())
 	}
-	if p.g.bs%p.align != 0 {
-		return badOptions("the patch's block size %d is not a multiple of the target's alignment %d", p.g.bs, p.align)
-	}
-	p.wsize = o.WriteSize
-	if p.wsize == 0 {
-		p.wsize = DefaultWriteSize
-	}
-	if maxw > 0 {
-		p.wsize = min(p.wsize, maxw)
-	}
-	p.wsize = max(p.align, p.wsize/p.align*p.align)
 	return nil
 }
 
@@ -330,12 +318,11 @@ func (p *plan) apply(ctx context.Context, patch io.ReadSeeker, start int64, dst 
 	}
 	S := p.g.result
 	if p.grow {
-		if err := p.resizer.Resize(ctx, S); err != nil {
-			return &transfer.WriteError{Op: "resize", Off: S, Err: err}
+		if err := p.w.Resize(ctx, S); err != nil {
+			return err
 		}
 		st.Resized = true
 	}
-	var zbuf []byte
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -350,35 +337,15 @@ func (p *plan) apply(ctx context.Context, patch io.ReadSeeker, start int64, dst 
 		st.Records++
 		switch rec.Kind {
 		case Data:
-			for a := int64(0); a < rec.Len; a += p.wsize {
-				b := min(a+p.wsize, rec.Len)
-				if err := writeAt(dst, rec.Data[a:b], rec.Off+a); err != nil {
-					return err
-				}
-				st.Written += b - a
+			if err := p.w.WriteAt(ctx, rec.Data[:rec.Len], rec.Off); err != nil {
+				return err
 			}
+			st.Written += rec.Len
 		case Zero:
-			if p.zeroer != nil {
-				piece := max(p.align, zeroPiece/p.align*p.align)
-				for a := rec.Off; a < rec.End(); a += piece {
-					n := min(piece, rec.End()-a)
-					if err := p.zeroer.ZeroRange(ctx, a, n); err != nil {
-						return &transfer.WriteError{Op: "zero", Off: a, Len: n, Err: err}
-					}
-					st.Zeroed += n
-				}
-				break
+			if err := p.w.Zero(ctx, rec.Off, rec.Len, nil); err != nil {
+				return err
 			}
-			if zbuf == nil {
-				zbuf = make([]byte, max(p.align, min(p.wsize, 1<<20)/p.align*p.align))
-			}
-			for a := rec.Off; a < rec.End(); a += int64(len(zbuf)) {
-				n := min(int64(len(zbuf)), rec.End()-a)
-				if err := writeAt(dst, zbuf[:n], a); err != nil {
-					return err
-				}
-				st.Zeroed += n
-			}
+			st.Zeroed += rec.Len
 		}
 	}
 	if tr, _ := rd.Trailer(); tr != p.tr {
@@ -387,36 +354,15 @@ func (p *plan) apply(ctx context.Context, patch io.ReadSeeker, start int64, dst 
 	if p.cut {
 		// Data first, then the cut: a crash cannot leave a target of the
 		// result's size whose writes were lost.
-		if err := p.flush(ctx); err != nil {
+		if err := p.w.Flush(ctx); err != nil {
 			return err
 		}
-		if err := p.resizer.Resize(ctx, S); err != nil {
-			return &transfer.WriteError{Op: "resize", Off: S, Err: err}
+		if err := p.w.Resize(ctx, S); err != nil {
+			return err
 		}
 		st.Resized = true
 	}
-	return p.flush(ctx)
-}
-
-func (p *plan) flush(ctx context.Context) error {
-	if p.flusher == nil {
-		return nil
-	}
-	if err := p.flusher.Flush(ctx); err != nil {
-		return &transfer.WriteError{Op: "flush", Err: err}
-	}
-	return nil
-}
-
-func writeAt(dst io.WriterAt, b []byte, off int64) error {
-	n, err := dst.WriteAt(b, off)
-	if err == nil && n < len(b) {
-		err = io.ErrShortWrite
-	}
-	if err != nil {
-		return &transfer.WriteError{Op: "write", Off: off, Len: int64(len(b)), Err: err}
-	}
-	return nil
+	return p.w.Flush(ctx)
 }
 
 // verify hashes the target's first ResultSize bytes and compares them

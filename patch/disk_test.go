@@ -91,7 +91,7 @@ func (s *spyDisk) Resize(ctx context.Context, size int64) error {
 
 func (s *spyDisk) Flush(ctx context.Context) error { return s.d.Flush(ctx) }
 
-func (s *spyDisk) WriteLimits() (int64, int64) { return s.align, s.maxWrite }
+func (s *spyDisk) WriteLimits() (int64, int64) { return max(s.align, 1), s.maxWrite }
 
 // touched reports whether anything was written, cleared or resized.
 func (s *spyDisk) touched() bool {

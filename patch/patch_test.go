@@ -612,6 +612,12 @@ func (l lossyDisk) WriteAt(p []byte, off int64) (int, error) {
 	return l.Mem.WriteAt(p, off)
 }
 
+// WriteAtContext is the write Apply makes (disk.WriteAt prefers it), so
+// it too drops the write.
+func (l lossyDisk) WriteAtContext(_ context.Context, p []byte, off int64) (int, error) {
+	return l.WriteAt(p, off)
+}
+
 func TestVerify(t *testing.T) {
 	rng := seeded(t)
 	base := image(rng, 100_000)

@@ -61,6 +61,9 @@
 // the source is grown with Resize, or refused with ErrTargetTooSmall, and
 // never truncated below the source. The target is read during a Sync, at
 // ranges not being written, and written concurrently at disjoint ranges.
+// That write path is Writer, exported for callers that bring their own
+// bytes (patch.Apply uses it), so the alignment, the splitting, the zero
+// fallback and the flush live in one place.
 //
 // # Journals and resuming
 //

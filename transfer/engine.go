@@ -38,12 +38,11 @@ type run struct {
 	start            int64 // where comparison starts: lo, or the watermark resumed from
 	excessKept       bool  // the target is longer than the source and stays so
 
-	align   int64 // the target's write alignment (1 when it has none)
-	unit    int64 // offsets of ranges and watermarks are multiples of this
-	zeroer  disk.Zeroer
-	flusher disk.Flusher
-	copier  disk.RangeCopier
-	noCopy  atomic.Bool // the copier declined this source: read and write
+	w      *Writer // the write path: alignment, splitting, zeroing, flush
+	align  int64   // the target's write alignment (1 when it has none)
+	unit   int64   // offsets of ranges and watermarks are multiples of this
+	copier disk.RangeCopier
+	noCopy atomic.Bool // the copier declined this source: read and write
 
 	// cmpDst is what the target is compared as: the target itself, or a
 	// stand-in that reads as zeros when Seed proved the target empty.
@@ -86,7 +85,7 @@ type run struct {
 	written, zeroed          atomic.Int64
 	writes, zeroes           atomic.Int64
 	copySrcRead, copyDstRead atomic.Int64
-	flushNanos, journalSaves atomic.Int64
+	journalSaves             atomic.Int64
 }
 
 // execute runs a Seed or a Sync.
@@ -110,7 +109,9 @@ func (r *run) stats() Stats {
 	st.ExcessKept = r.excess
 	st.SourceRead = r.cmpSrcRead + r.copySrcRead.Load() + r.verSrcRead
 	st.TargetRead = r.cmpDstRead + r.copyDstRead.Load() + r.verDstRead
-	st.Flush = time.Duration(r.flushNanos.Load())
+	if r.w != nil {
+		st.Flush = r.w.FlushTime()
+	}
 	st.JournalSaves = int(r.journalSaves.Load())
 	if r.store != nil {
 		st.JournalWatermark = r.saved

@@ -2,6 +2,7 @@ package transfer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/deltasync/deltasync/blockdiff"
@@ -10,46 +11,31 @@ import (
 
 // limits reads the target's capabilities and sizes the writes.
 func (r *run) limits() error {
-	r.align = 1
-	var maxWrite int64
-	if wl, ok := r.dst.(disk.WriteLimits); ok {
-		r.align, maxWrite = wl.WriteLimits()
+	w, err := NewWriter(r.dst, &WriterOptions{WriteSize: min(r.c.writeSize, r.c.budget), ZeroSize: r.c.zeroSize})
+	if err != nil {
+		if errors.Is(err, ErrBadOptions) && r.c.budget < r.c.writeSize {
+			return fmt.Errorf("%w (memory budget %d)", err, r.c.budget)
+		}
+		return err
 	}
-	if r.align < 1 || r.align > blockdiff.MaxBlockSize || (r.align%blockdiff.SectorSize != 0 && blockdiff.SectorSize%r.align != 0) {
-		return badOptions("target alignment %d is not a divisor or multiple of 512 up to %d", r.align, blockdiff.MaxBlockSize)
-	}
-	if maxWrite < 0 {
-		return badOptions("target maximum write %d", maxWrite)
-	}
+	r.w, r.align = w, w.Alignment()
 	r.unit = max(r.align, blockdiff.SectorSize)
 	if r.c.Offset%r.unit != 0 {
 		return badOptions("offset %d is not a multiple of %d (the target's alignment)", r.c.Offset, r.unit)
 	}
 	// Segment boundaries on the alignment keep rounded writes inside.
 	r.c.journalBytes = roundUp(r.c.journalBytes, lcm(int64(r.c.bs), r.unit))
-	ws := r.c.writeSize
-	if maxWrite > 0 {
-		ws = min(ws, maxWrite)
-	}
-	ws = roundDown(min(ws, r.c.budget), r.align)
-	if ws < r.align {
-		return badOptions("no write fits: alignment %d, maximum write %d, write size %d, memory budget %d", r.align, maxWrite, r.c.writeSize, r.c.budget)
-	}
-	r.c.writeSize = ws
-	if z, ok := r.dst.(disk.Zeroer); ok {
-		r.zeroer = z
+	r.c.writeSize = w.WriteSize()
+	if w.CanZero() {
 		r.c.zeroSize = roundDown(r.c.zeroSize, r.align)
 	} else {
 		r.c.zeroSize = 0
 	}
-	if f, ok := r.dst.(disk.Flusher); ok {
-		r.flusher = f
-	}
 	if c, ok := r.dst.(disk.RangeCopier); ok {
 		r.copier = c
 	}
-	r.pool = newBufPool(ws, r.c.budget)
-	r.lim = newLimiter(r.c.BandwidthLimit, ws, r.c.clock)
+	r.pool = newBufPool(r.c.writeSize, r.c.budget)
+	r.lim = newLimiter(r.c.BandwidthLimit, r.c.writeSize, r.c.clock)
 	return nil
 }
 
@@ -128,18 +114,8 @@ func (r *run) resize(ctx context.Context) error {
 	if r.dstSize == r.sizeBefore {
 		return nil
 	}
-	rs := r.dst.(disk.Resizer) // size checked
-	if err := rs.Resize(ctx, r.dstSize); err != nil {
-		werr := &WriteError{Op: "resize", Off: r.dstSize, Err: fmt.Errorf("from %d bytes: %w", r.sizeBefore, err)}
-		if r.dstSize > r.sizeBefore && ctx.Err() == nil {
-			// A target that cannot grow (a block device) is too small,
-			// whatever its type says it can do.
-			return fmt.Errorf("%w: target is %d bytes, source %d, and growing it failed: %w", ErrTargetTooSmall, r.sizeBefore, r.srcSize, werr)
-		}
-		return werr
-	}
-	if got := r.dst.Size(); got != r.dstSize {
-		return &WriteError{Op: "resize", Off: r.dstSize, Err: fmt.Errorf("target reports %d bytes after resizing from %d", got, r.sizeBefore)}
+	if err := r.w.Resize(ctx, r.dstSize); err != nil {
+		return err
 	}
 	r.st.ResizedFrom = r.sizeBefore
 	return nil

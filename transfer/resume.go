@@ -40,7 +40,7 @@ func (r *run) openJournal(ctx context.Context) error {
 	wb, _ := r.dst.(disk.WriteBehind)
 	ab, _ := r.dst.(disk.AppliedBarrier)
 	switch {
-	case r.flusher == nil || r.c.Durability == DurableCheckpoint:
+	case !r.w.CanFlush() || r.c.Durability == DurableCheckpoint:
 	case wb == nil || !wb.WritesBehind():
 		if r.c.bootID != nil {
 			r.bootID = r.c.bootID()

@@ -3,7 +3,6 @@ package transfer
 import (
 	"context"
 	"io"
-	"time"
 
 	"github.com/deltasync/deltasync/blockdiff"
 	"github.com/deltasync/deltasync/disk"
@@ -12,7 +11,7 @@ import (
 // issue gives an operation its buffer (waiting for the memory budget),
 // registers it with the tracker and queues it to a writer.
 func (r *run) issue(ctx context.Context, ops chan<- *op, o *op) error {
-	if o.kind == opWrite || r.zeroer == nil {
+	if o.kind == opWrite || !r.w.CanZero() {
 		b, err := r.pool.get(ctx)
 		if err != nil {
 			return err
@@ -49,9 +48,14 @@ func (r *run) perform(ctx context.Context, o *op) error {
 		return err
 	}
 	n := o.len()
-	if o.kind == opZero && r.zeroer != nil {
-		if err := r.zeroer.ZeroRange(ctx, o.off, n); err != nil {
-			return &WriteError{Op: "zero", Off: o.off, Len: n, Err: err}
+	if o.kind == opZero {
+		if !r.w.CanZero() { // zeros are written, and charged as data
+			if err := r.lim.wait(ctx, n); err != nil {
+				return err
+			}
+		}
+		if err := r.w.Zero(ctx, o.off, n, o.buf); err != nil {
+			return err
 		}
 		r.zeroes.Add(1)
 		r.zeroed.Add(n)
@@ -77,52 +81,31 @@ func (r *run) perform(ctx context.Context, o *op) error {
 		}
 		r.noCopy.Store(true) // it cannot copy from this source
 	}
+	// Source bytes; past the source's end (an unaligned source end
+	// rounded up over a target that is longer), the target's own.
 	b := o.buf[:n]
-	if o.kind == opZero {
-		clear(b)
-	} else {
-		// Source bytes; past the source's end (an unaligned source end
-		// rounded up over a target that is longer), the target's own.
-		se := max(o.off, min(o.end, r.srcSize))
-		if err := readFull(ctx, r.src, b[:se-o.off], o.off); err != nil {
-			return &ReadError{Side: blockdiff.SourceSide, Off: o.off, Len: se - o.off, Err: err}
+	se := max(o.off, min(o.end, r.srcSize))
+	if err := readFull(ctx, r.src, b[:se-o.off], o.off); err != nil {
+		return &ReadError{Side: blockdiff.SourceSide, Off: o.off, Len: se - o.off, Err: err}
+	}
+	r.copySrcRead.Add(se - o.off)
+	if se < o.end {
+		if err := readFull(ctx, r.dst, b[se-o.off:], se); err != nil {
+			return &ReadError{Side: blockdiff.TargetSide, Off: se, Len: o.end - se, Err: err}
 		}
-		r.copySrcRead.Add(se - o.off)
-		if se < o.end {
-			if err := readFull(ctx, r.dst, b[se-o.off:], se); err != nil {
-				return &ReadError{Side: blockdiff.TargetSide, Off: se, Len: o.end - se, Err: err}
-			}
-			r.copyDstRead.Add(o.end - se)
-		}
+		r.copyDstRead.Add(o.end - se)
 	}
 	if !charged {
 		if err := r.lim.wait(ctx, n); err != nil {
 			return err
 		}
 	}
-	if err := ctx.Err(); err != nil {
+	if err := r.w.WriteAt(ctx, b, o.off); err != nil {
 		return err
 	}
-	opName := "write"
-	if o.kind == opZero {
-		opName = "zero"
-	}
-	w, err := disk.WriteAt(ctx, r.dst, b, o.off)
-	if err == nil && int64(w) < n {
-		err = io.ErrShortWrite
-	}
-	if err != nil {
-		return &WriteError{Op: opName, Off: o.off, Len: n, Err: err}
-	}
-	if o.kind == opZero {
-		r.zeroes.Add(1)
-		r.zeroed.Add(n)
-		r.rep.zeroed.Add(n)
-	} else {
-		r.writes.Add(1)
-		r.written.Add(n)
-		r.rep.written.Add(n)
-	}
+	r.writes.Add(1)
+	r.written.Add(n)
+	r.rep.written.Add(n)
 	return nil
 }
 
@@ -142,15 +125,4 @@ func readFull(ctx context.Context, ra io.ReaderAt, b []byte, off int64) error {
 }
 
 // flush makes the target's completed writes durable.
-func (r *run) flush(ctx context.Context) error {
-	if r.flusher == nil {
-		return ctx.Err()
-	}
-	t := time.Now()
-	err := r.flusher.Flush(ctx)
-	r.flushNanos.Add(int64(time.Since(t)))
-	if err != nil {
-		return &WriteError{Op: "flush", Err: err}
-	}
-	return nil
-}
+func (r *run) flush(ctx context.Context) error { return r.w.Flush(ctx) }

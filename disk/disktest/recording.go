@@ -25,7 +25,8 @@ func (o Op) String() string {
 // Recording is a target that passes everything to the disk under it and
 // records each operation, in the order they ended. It has the optional
 // capabilities Zeroer, Flusher and Resizer whether or not the disk under
-// it does (they fail, recorded, when it does not), and passes contexts on.
+// it does (they fail, recorded, when it does not), reports the limits of
+// the disk under it (WriteLimits), and passes contexts on.
 type Recording struct {
 	disk.Target
 	mu  sync.Mutex
@@ -102,4 +103,14 @@ func (r *Recording) Resize(ctx context.Context, size int64) error {
 	}
 	r.add(Op{Kind: "resize", Len: size, Err: err})
 	return err
+}
+
+// WriteLimits reports the limits of the disk under it (alignment 1 and
+// no maximum when it states none), so that writes through the recording
+// are shaped as they would be without it.
+func (r *Recording) WriteLimits() (align, maxWrite int64) {
+	if wl, ok := r.Target.(disk.WriteLimits); ok {
+		return wl.WriteLimits()
+	}
+	return 1, 0
 }
