@@ -3,7 +3,7 @@
 // (failback) flow of Azure Site Recovery.
 //
 //	r, err := replicate.New(replicate.Config{
-//		Source: replicate.Quiesced(src, nil), // or BlobFreezer: a snapshot per cycle
+//		Source: replicate.Quiesced(src, nil), // or blob.Freezer (replicate/blob): a snapshot per cycle
 //		Target: &replicate.FileTarget{Disk: dst, Dir: pointsDir},
 //		Policy: replicate.Policy{Interval: 15 * time.Minute, KeepLast: 8},
 //	})
@@ -47,9 +47,11 @@
 // state the disk really had, and the base of the next diff is exactly
 // what the target holds.
 //
-// For page blobs the view is a snapshot (BlobFreezer); for local disks the
-// caller provides one (an LVM or device-mapper snapshot, a reflink copy of
-// an image, or Quiesced for a disk nothing writes during the cycle).
+// For page blobs the view is a snapshot (blob.Freezer, in replicate/blob,
+// a package of its own so that local users do not build the Azure SDK);
+// for local disks the caller provides one (an LVM or device-mapper
+// snapshot, a reflink copy of an image, or Quiesced for a disk nothing
+// writes during the cycle).
 //
 // # Hints and when they are not trusted
 //

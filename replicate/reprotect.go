@@ -23,7 +23,7 @@ type CommonPoint struct {
 type ReprotectConfig struct {
 	// Source freezes the failed-over disk, which now runs the workload
 	// and becomes the source of replication. If it is a Freezer whose
-	// views are Changers (BlobFreezer), the common point's diff on this
+	// views are Changers (blob.Freezer), the common point's diff on this
 	// side comes from them.
 	Source Freezer
 	// Target is the original disk, or nil when it is missing; it is then

@@ -171,3 +171,23 @@ func TestReprotectLocalFeeds(t *testing.T) {
 		t.Fatalf("no common point: %+v", d)
 	}
 }
+
+// TestCommonHintsNoBase: when either side's common point is gone (its
+// diff says ErrNoBase, as a page blob's 409 PreviousSnapshotNotFound
+// does, see replicate/blob), nothing is trusted: both disks are compared
+// whole. With both present, the hints are the union of both sides.
+func TestCommonHintsNoBase(t *testing.T) {
+	ctx := context.Background()
+	v := feedView{common: "s", feed: []disk.Range{{Off: 0, Len: 4096}}}
+	tg := feedTarget{common: "t", feed: []disk.Range{{Off: 2048, Len: 4096}}}
+	h, detail := commonHints(ctx, v, tg, &CommonPoint{SourceID: "s", TargetID: "t"})
+	if len(h) != 1 || h[0] != (disk.Range{Off: 0, Len: 6144}) {
+		t.Fatalf("both present: %v (%s)", h, detail)
+	}
+	for _, cp := range []CommonPoint{{SourceID: "gone", TargetID: "t"}, {SourceID: "s", TargetID: "gone"}} {
+		h, detail := commonHints(ctx, v, tg, &cp)
+		if h != nil || !strings.Contains(detail, "compared whole") {
+			t.Fatalf("common point %+v: hints %v (%s), want none", cp, h, detail)
+		}
+	}
+}

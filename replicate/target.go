@@ -30,8 +30,9 @@ type PointSource interface {
 }
 
 // Points is a target's recovery points: snapshots of the target.
-// Implementations: BlobTarget (page blob snapshots) and FileTarget
-// (sparse copies of an image file). Methods may be called concurrently.
+// Implementations: blob.Target (page blob snapshots, in replicate/blob)
+// and FileTarget (sparse copies of an image file). Methods may be called
+// concurrently.
 type Points interface {
 	// CreatePoint snapshots the target as it is now. The caller has
 	// flushed the target (a sync ends with a flush). The Point's Time is

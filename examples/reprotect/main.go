@@ -29,6 +29,7 @@ import (
 	"github.com/deltasync/deltasync/internal/azurite"
 	"github.com/deltasync/deltasync/pageblob"
 	"github.com/deltasync/deltasync/replicate"
+	"github.com/deltasync/deltasync/replicate/blob"
 	"github.com/deltasync/deltasync/transfer"
 )
 
@@ -106,8 +107,8 @@ func run() error {
 
 	fmt.Printf("\n1. the original exists and shares the failover's recovery point (%d MiB disk)\n", size>>20)
 	rep, err := replicate.Reprotect(ctx, replicate.ReprotectConfig{
-		Source:      replicate.BlobFreezer{Blob: secondary},
-		Target:      replicate.BlobTarget{Blob: primary},
+		Source:      blob.Freezer{Blob: secondary},
+		Target:      blob.Target{Blob: primary},
 		Common:      &replicate.CommonPoint{SourceID: commonSecondary, TargetID: commonPrimary},
 		Replication: replicate.Config{Name: "vm1-os", Policy: replicate.Policy{KeepLast: 3, KeepHourly: -1}, Reserve: 2},
 	})
@@ -138,13 +139,13 @@ func run() error {
 
 	fmt.Println("\n2. the original is missing")
 	rep, err = replicate.Reprotect(ctx, replicate.ReprotectConfig{
-		Source: replicate.BlobFreezer{Blob: secondary},
+		Source: blob.Freezer{Blob: secondary},
 		Create: func(ctx context.Context, n int64) (replicate.Target, error) {
 			b, err := pageblob.OpenTarget(ctx, az.BlobURL(container, "vm1-os-primary-new.vhd"), opts(n))
 			if err != nil {
 				return nil, err
 			}
-			return replicate.BlobTarget{Blob: b}, nil
+			return blob.Target{Blob: b}, nil
 		},
 		Replication: replicate.Config{Name: "vm1-os"},
 		Cycles:      1,

@@ -21,6 +21,7 @@ type pkg struct {
 	Path        string
 	Imports     []string // of its own files: what users of it pull in
 	TestImports []string // of its tests, internal and external
+	Deps        []string // everything its own files pull in, transitively
 }
 
 // A rule forbids some imports to some packages.
@@ -31,6 +32,9 @@ type rule struct {
 	forbids func(imp string) bool
 	// tests: the rule holds for test imports too.
 	tests bool
+	// deps: the rule holds for everything the package pulls in, not only
+	// what it imports itself.
+	deps bool
 	// why is the rule in words, printed when it is broken.
 	why string
 }
@@ -75,6 +79,14 @@ var rules = []rule{
 		why:     "the agent is an adapter: it may open local disks (localdisk, its server's disks) and hash them (blockdiff), nothing else of ours but disk",
 	},
 	{
+		applies: func(p string) bool {
+			return p == "disk" || p == "disk/disktest" || p == "replicate" || is("blockdiff", "transfer", "localdisk", "patch", "agent")(p)
+		},
+		forbids: azure,
+		deps:    true,
+		why:     "a user of local disks builds no Azure SDK: page blobs are pageblob's, and replication's page-blob side is replicate/blob",
+	},
+	{
 		applies: func(string) bool { return true },
 		forbids: is(module+"bench", module+"examples", module+"cmd"),
 		tests:   true,
@@ -107,9 +119,13 @@ func check(pkgs []pkg) []string {
 			if r.tests {
 				imps = append(append([]string(nil), p.Imports...), p.TestImports...)
 			}
+			verb := "imports"
+			if r.deps {
+				imps, verb = p.Deps, "pulls in"
+			}
 			for _, imp := range imps {
 				if r.forbids(imp) && imp != module+p.Path {
-					bad = append(bad, fmt.Sprintf("%s imports %s: %s", p.Path, strings.TrimPrefix(imp, module), r.why))
+					bad = append(bad, fmt.Sprintf("%s %s %s: %s", p.Path, verb, strings.TrimPrefix(imp, module), r.why))
 				}
 			}
 		}
@@ -133,7 +149,7 @@ func TestLayering(t *testing.T) {
 		var p struct {
 			ImportPath           string
 			Imports, TestImports []string
-			XTestImports         []string
+			XTestImports, Deps   []string
 			Error                *struct{ Err string }
 		}
 		if err := dec.Decode(&p); err == io.EOF {
@@ -144,7 +160,7 @@ func TestLayering(t *testing.T) {
 		if p.Error != nil {
 			t.Fatalf("go list: %s: %s", p.ImportPath, p.Error.Err)
 		}
-		pkgs = append(pkgs, pkg{Path: strings.TrimPrefix(p.ImportPath, module), Imports: p.Imports, TestImports: append(p.TestImports, p.XTestImports...)})
+		pkgs = append(pkgs, pkg{Path: strings.TrimPrefix(p.ImportPath, module), Imports: p.Imports, TestImports: append(p.TestImports, p.XTestImports...), Deps: p.Deps})
 	}
 	if len(pkgs) < 10 {
 		t.Fatalf("go list found %d packages: the test would prove nothing", len(pkgs))
@@ -166,10 +182,12 @@ func TestRulesCatch(t *testing.T) {
 		{Path: "agent", Imports: []string{module + "localdisk", module + "blockdiff", module + "transfer"}},
 		{Path: "transfer", TestImports: []string{module + "cmd/deltasync"}},
 		{Path: "patch", Imports: []string{module + "disk/disktest"}},
+		{Path: "replicate", Imports: []string{module + "transfer"}, Deps: []string{module + "transfer", "github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"}},
+		{Path: "replicate/blob", Imports: []string{module + "pageblob"}, Deps: []string{module + "pageblob", "github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"}},
 	}
 	got := check(broken)
 	want := []string{"agent imports transfer", "blockdiff imports transfer", "blockdiff/x imports github.com/Azure", "disk imports blockdiff",
-		"localdisk imports transfer", "pageblob imports localdisk", "patch imports disk/disktest", "transfer imports cmd/deltasync"}
+		"localdisk imports transfer", "pageblob imports localdisk", "patch imports disk/disktest", "replicate pulls in github.com/Azure", "transfer imports cmd/deltasync"}
 	if len(got) != len(want) {
 		t.Fatalf("%d breaks found, want %d:\n%s", len(got), len(want), strings.Join(got, "\n"))
 	}

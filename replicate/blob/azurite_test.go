@@ -1,9 +1,10 @@
-package replicate
+package blob
 
 import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/deltasync/deltasync/replicate"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -26,14 +27,14 @@ func TestCyclesPageBlob(t *testing.T) {
 	src := newBlob(t, s, "src", size)
 	mutate(t, rng, src, size, 40)
 	tb := newBlob(t, s, "dst", size)
-	tgt := BlobTarget{tb}
-	r, err := New(Config{Source: BlobFreezer{src}, Target: tgt,
-		Policy: Policy{KeepLast: 3, KeepHourly: -1}, Quotas: []Quota{PremiumPageBlobQuota}})
+	tgt := Target{tb}
+	r, err := replicate.New(replicate.Config{Source: Freezer{src}, Target: tgt,
+		Policy: replicate.Policy{KeepLast: 3, KeepHourly: -1}, Quotas: []replicate.Quota{replicate.PremiumPageBlobQuota}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := map[string][]byte{}
-	var made []Point
+	var made []replicate.Point
 	for i := range 5 {
 		if i > 0 {
 			mutate(t, rng, src, size, 10)
@@ -88,7 +89,7 @@ func TestCyclesPageBlob(t *testing.T) {
 
 // cancelTarget cancels the cycle's context at its k-th write.
 type cancelTarget struct {
-	BlobTarget
+	Target
 	k      int64
 	n      atomic.Int64
 	cancel context.CancelFunc
@@ -99,7 +100,7 @@ func (c *cancelTarget) WriteAt(p []byte, off int64) (int, error) {
 		c.cancel()
 		return 0, context.Canceled
 	}
-	return c.BlobTarget.WriteAt(p, off)
+	return c.Target.WriteAt(p, off)
 }
 
 // WriteAtContext hides the blob's own: the engine prefers it to WriteAt.
@@ -116,8 +117,8 @@ func TestKillMidCycle(t *testing.T) {
 	const size = 4 << 20
 	src := newBlob(t, s, "src", size)
 	mutate(t, rng, src, size, 30)
-	ct := &cancelTarget{BlobTarget: BlobTarget{newBlob(t, s, "dst", size)}}
-	r, err := New(Config{Source: BlobFreezer{src}, Target: ct, Policy: Policy{KeepHourly: -1},
+	ct := &cancelTarget{Target: Target{newBlob(t, s, "dst", size)}}
+	r, err := replicate.New(replicate.Config{Source: Freezer{src}, Target: ct, Policy: replicate.Policy{KeepHourly: -1},
 		Transfer: nil})
 	if err != nil {
 		t.Fatal(err)
@@ -163,14 +164,14 @@ func TestGroupPageBlobs(t *testing.T) {
 	ctx := context.Background()
 	const size = 1 << 20
 	var srcs []*pageblob.Blob
-	var fs []Freezer
-	var ms []Member
+	var fs []replicate.Freezer
+	var ms []replicate.Member
 	names := []string{"os", "data1", "data2"}
 	for _, n := range names {
 		b := newBlob(t, s, "src-"+n, size)
 		srcs = append(srcs, b)
-		fs = append(fs, BlobFreezer{b})
-		ms = append(ms, Member{Name: n, Target: BlobTarget{newBlob(t, s, "dst-"+n, size)}})
+		fs = append(fs, Freezer{b})
+		ms = append(ms, replicate.Member{Name: n, Target: Target{newBlob(t, s, "dst-"+n, size)}})
 	}
 	// The writer: each step writes generation g at a random place of
 	// every disk, and at offset 0 of each.
@@ -205,8 +206,8 @@ func TestGroupPageBlobs(t *testing.T) {
 		}
 		return mu.Unlock, nil
 	}
-	g, err := NewGroup(GroupConfig{Members: ms, Freezer: FreezeTogether(pause, fs...),
-		Manifests: DirManifests{Dir: t.TempDir()}, Policy: Policy{KeepLast: 2, KeepHourly: -1}})
+	g, err := replicate.NewGroup(replicate.GroupConfig{Members: ms, Freezer: replicate.FreezeTogether(pause, fs...),
+		Manifests: replicate.DirManifests{Dir: t.TempDir()}, Policy: replicate.Policy{KeepLast: 2, KeepHourly: -1}})
 	if err != nil {
 		t.Fatal(err)
 	}

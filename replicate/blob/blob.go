@@ -1,9 +1,25 @@
-package replicate
+// Package blob is replication's page-blob side: a page blob target whose
+// recovery points are blob snapshots (Target), and a page blob source
+// frozen by snapshotting it each cycle (Freezer, whose views are View).
+// It is its own package so that a user of package replicate with local
+// disks only does not build the Azure SDK.
+//
+//	r, err := replicate.New(replicate.Config{
+//		Source: blob.Freezer{Blob: secondary}, // pageblob.Open
+//		Target: blob.Target{Blob: primary},    // pageblob.OpenTarget
+//		Policy: replicate.Policy{KeepLast: 24},
+//	})
+//	if err != nil {
+//		return err
+//	}
+//	report, err := r.Cycle(ctx) // snapshot, diff, copy the changes, cut a point
+package blob
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/deltasync/deltasync/replicate"
 	"io/fs"
 	"time"
 
@@ -11,56 +27,56 @@ import (
 	"github.com/deltasync/deltasync/pageblob"
 )
 
-// BlobTarget is a page blob target (opened with pageblob.OpenTarget) whose
+// Target is a page blob target (opened with pageblob.OpenTarget) whose
 // recovery points are blob snapshots, timed by Azure. It embeds the Blob,
 // so every transfer capability of the Blob is kept.
-type BlobTarget struct {
+type Target struct {
 	*pageblob.Blob
 }
 
 var (
-	_ Target  = BlobTarget{}
-	_ Changer = BlobTarget{}
+	_ replicate.Target  = Target{}
+	_ replicate.Changer = Target{}
 )
 
 // CreatePoint snapshots the blob. Its Time is the snapshot's timestamp,
 // chosen by Azure's server.
-func (t BlobTarget) CreatePoint(ctx context.Context) (Point, error) {
+func (t Target) CreatePoint(ctx context.Context) (replicate.Point, error) {
 	id, err := t.Snapshot(ctx)
 	if err != nil {
-		return Point{}, err
+		return replicate.Point{}, err
 	}
-	return Point{ID: id, Time: snapshotTime(id), Size: t.Size()}, nil
+	return replicate.Point{ID: id, Time: snapshotTime(id), Size: t.Size()}, nil
 }
 
 // ListPoints lists the blob's snapshots, oldest first.
-func (t BlobTarget) ListPoints(ctx context.Context) ([]Point, error) {
+func (t Target) ListPoints(ctx context.Context) ([]replicate.Point, error) {
 	ss, err := t.ListSnapshots(ctx)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Point, 0, len(ss))
+	out := make([]replicate.Point, 0, len(ss))
 	for _, s := range ss {
-		out = append(out, Point{ID: s.ID, Time: s.Time, Size: s.Size})
+		out = append(out, replicate.Point{ID: s.ID, Time: s.Time, Size: s.Size})
 	}
 	return out, nil
 }
 
 // DeletePoint deletes a snapshot; a missing one is reported as
 // fs.ErrNotExist as well as pageblob.ErrNotFound.
-func (t BlobTarget) DeletePoint(ctx context.Context, id string) error {
+func (t Target) DeletePoint(ctx context.Context, id string) error {
 	return notExist(t.DeleteSnapshot(ctx, id))
 }
 
 // OpenPoint opens a snapshot as a source.
-func (t BlobTarget) OpenPoint(ctx context.Context, id string) (PointSource, error) {
+func (t Target) OpenPoint(ctx context.Context, id string) (replicate.PointSource, error) {
 	return t.OpenSnapshot(ctx, id)
 }
 
 // ChangedSince lists the ranges of the blob written or cleared since its
 // snapshot id (Get Page Ranges Diff: PageRange and ClearRange entries
-// both count). A snapshot that is gone gives ErrNoBase.
-func (t BlobTarget) ChangedSince(ctx context.Context, id string) ([]disk.Range, error) {
+// both count). A snapshot that is gone gives replicate.ErrNoBase.
+func (t Target) ChangedSince(ctx context.Context, id string) ([]disk.Range, error) {
 	return blobDiff(ctx, t.Blob, id)
 }
 
@@ -69,7 +85,7 @@ func (t BlobTarget) ChangedSince(ctx context.Context, id string) ([]disk.Range, 
 func blobDiff(ctx context.Context, b *pageblob.Blob, prev string) ([]disk.Range, error) {
 	rs, err := b.Diff(ctx, prev, 0, b.Size())
 	if errors.Is(err, pageblob.ErrNotFound) {
-		return nil, fmt.Errorf("%w: %w", ErrNoBase, err)
+		return nil, fmt.Errorf("%w: %w", replicate.ErrNoBase, err)
 	}
 	return rs, err
 }
@@ -86,19 +102,19 @@ func snapshotTime(id string) time.Time {
 	return t
 }
 
-// BlobFreezer freezes a page blob source by snapshotting it: each view
+// Freezer freezes a page blob source by snapshotting it: each view
 // is a snapshot, opened read-only, whose ChangedSince is a snapshot diff
 // against the previous view's snapshot, and whose Release deletes the
 // snapshot. b may be opened with pageblob.Open (read-only) or be a
 // target of another run.
-type BlobFreezer struct {
+type Freezer struct {
 	Blob *pageblob.Blob
 }
 
-var _ ViewReleaser = BlobFreezer{}
+var _ replicate.ViewReleaser = Freezer{}
 
 // Freeze snapshots the blob and opens the snapshot.
-func (f BlobFreezer) Freeze(ctx context.Context) (View, error) {
+func (f Freezer) Freeze(ctx context.Context) (replicate.View, error) {
 	id, err := f.Blob.Snapshot(ctx)
 	if err != nil {
 		return nil, err
@@ -108,11 +124,11 @@ func (f BlobFreezer) Freeze(ctx context.Context) (View, error) {
 		f.Blob.DeleteSnapshot(context.WithoutCancel(ctx), id)
 		return nil, err
 	}
-	return &BlobView{Blob: s, parent: f.Blob, id: id}, nil
+	return &View{Blob: s, parent: f.Blob, id: id}, nil
 }
 
 // ReleaseView deletes the snapshot id (a view of an earlier process).
-func (f BlobFreezer) ReleaseView(ctx context.Context, id string) error {
+func (f Freezer) ReleaseView(ctx context.Context, id string) error {
 	err := f.Blob.DeleteSnapshot(ctx, id)
 	if errors.Is(err, pageblob.ErrNotFound) {
 		return nil
@@ -120,8 +136,8 @@ func (f BlobFreezer) ReleaseView(ctx context.Context, id string) error {
 	return err
 }
 
-// BlobView is a snapshot of a page blob source, as a View.
-type BlobView struct {
+// View is a snapshot of a page blob source, as a replicate.View.
+type View struct {
 	*pageblob.Blob // the snapshot, read-only
 	parent         *pageblob.Blob
 	id             string
@@ -129,24 +145,24 @@ type BlobView struct {
 }
 
 var (
-	_ View    = (*BlobView)(nil)
-	_ Changer = (*BlobView)(nil)
+	_ replicate.View    = (*View)(nil)
+	_ replicate.Changer = (*View)(nil)
 )
 
 // ID returns the snapshot's id.
-func (v *BlobView) ID() string { return v.id }
+func (v *View) ID() string { return v.id }
 
 // Time returns the snapshot's timestamp (Azure's clock).
-func (v *BlobView) Time() time.Time { return snapshotTime(v.id) }
+func (v *View) Time() time.Time { return snapshotTime(v.id) }
 
 // ChangedSince lists the ranges changed between the snapshot prevID and
 // this one (a diff between two snapshots).
-func (v *BlobView) ChangedSince(ctx context.Context, prevID string) ([]disk.Range, error) {
+func (v *View) ChangedSince(ctx context.Context, prevID string) ([]disk.Range, error) {
 	return blobDiff(ctx, v.Blob, prevID)
 }
 
 // Release closes the snapshot and deletes it.
-func (v *BlobView) Release(ctx context.Context) error {
+func (v *View) Release(ctx context.Context) error {
 	if v.released {
 		return nil
 	}
