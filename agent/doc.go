@@ -181,4 +181,13 @@
 // trips of up to 4 MiB, compressed when that pays, and holes are skipped
 // through AllocatedRanges. transfer hashes only targets remotely, so a
 // pull reads the whole allocated source across the network.
+//
+// # Systems
+//
+// The client side (Client, its OpenSource and OpenTarget, and the Disk
+// they return)
+// builds on every system Go supports (CI cross-builds it for darwin,
+// windows and linux/arm64). A Server serves local disks on Linux only,
+// where package localdisk is; elsewhere opening a disk fails with an
+// error saying so.
 package agent

@@ -302,13 +302,7 @@ func NewServer(o ServerOptions) (*Server, error) {
 		o.bootID = func() string { return boot }
 	}
 	if o.open == nil {
-		allowLive, zm := o.AllowLive, o.ZeroMode
-		o.open = func(path string, write bool) (serverDisk, error) {
-			if write {
-				return localdisk.OpenTarget(path, localdisk.TargetOptions{ZeroMode: zm})
-			}
-			return localdisk.OpenSource(path, localdisk.SourceOptions{AllowLive: allowLive})
-		}
+		o.open = openLocal(o.AllowLive, o.ZeroMode)
 	}
 	cd, err := newCodec()
 	if err != nil {

@@ -54,7 +54,7 @@ func (m *mmapFile) mapRange(off, end int64) ([]byte, func(), error) {
 // that the worker that maps it later finds it there: this keeps several
 // reads in flight per side even though page faults are synchronous.
 func (m *mmapFile) prefetch(off, end int64) {
-	_ = unix.Fadvise(m.fd, off, end-off, unix.FADV_WILLNEED)
+	adviseWillNeed(m.fd, off, end-off)
 }
 
 // catchFault turns a memory fault raised while touching a mapped window
@@ -125,6 +125,6 @@ func (s seekMapper) AllocatedRanges(ctx context.Context, off, n int64) ([]disk.R
 
 // dropPages asks the kernel to drop the clean cached pages of a range.
 func dropPages(f *os.File, off, n int64) {
-	_ = unix.Fadvise(int(f.Fd()), off, n, unix.FADV_DONTNEED)
+	adviseDontNeed(int(f.Fd()), off, n)
 	runtime.KeepAlive(f)
 }

@@ -122,4 +122,10 @@
 //
 // Replicator and Group methods are safe for concurrent use; cycles never
 // overlap. Status may be read at any time.
+//
+// # Systems
+//
+// FileTarget is Linux's, as package localdisk is; the rest of the package,
+// and replicate/blob, build on every system Go supports (CI cross-builds
+// them for darwin, windows and linux/arm64).
 package replicate

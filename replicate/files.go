@@ -10,6 +10,10 @@ import (
 	"path/filepath"
 )
 
+// pointLayout names a FileTarget's points and a group's manifests: UTC,
+// fixed width, sorting as time does.
+const pointLayout = "20060102T150405.000000000Z"
+
 // writeFileAtomic replaces path with data: a temporary file in the same
 // directory, fsync, rename, fsync of the directory. A crash leaves either
 // the old file or the new one, never a mix.

@@ -15,10 +15,6 @@ import (
 	"github.com/deltasync/deltasync/localdisk"
 )
 
-// pointLayout names a FileTarget's points: UTC, fixed width, sorting as
-// time does.
-const pointLayout = "20060102T150405.000000000Z"
-
 // FileTarget is a local image file (a localdisk target) whose recovery
 // points are sparse copies of the image in Dir, named
 // NAME@TIME.point (TIME is the UTC time of the copy, on this machine's

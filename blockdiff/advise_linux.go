@@ -1,0 +1,9 @@
+package blockdiff
+
+import "golang.org/x/sys/unix"
+
+// adviseWillNeed starts reading [off,off+n) into the page cache.
+func adviseWillNeed(fd int, off, n int64) { _ = unix.Fadvise(fd, off, n, unix.FADV_WILLNEED) }
+
+// adviseDontNeed drops the clean cached pages of [off,off+n).
+func adviseDontNeed(fd int, off, n int64) { _ = unix.Fadvise(fd, off, n, unix.FADV_DONTNEED) }
