@@ -42,7 +42,8 @@
 // cached started ahead (posix_fadvise WILLNEED; cachestat tells which are
 // cached), other readers into pooled buffers. Options.Direct reads cold
 // chunks with O_DIRECT instead: a third of the CPU time and no page-cache
-// eviction, but slower on the disks measured here, so not the default.
+// eviction, but slower on the disks measured (docs/bench/figures.md), so
+// not the default.
 //
 // Hash mode is for a side that can only give hashes, because it is far
 // away: HashBlocks runs next to that disk and streams its block hashes;
@@ -59,13 +60,13 @@
 // differing) with probability below 2^-101.
 //
 // XXH3 (the default, XXH3-128 with a 64-bit seed taken from the hash key)
-// approaches those odds for data nobody chose to collide, and streams at
-// about 11 GB/s per core here, against 4 GB/s for xxhash64 and 2.4 GB/s for
-// BLAKE3 (BenchmarkHashes): hashing stays below the disk's speed. On a CPU
-// with AVX-512, blocks of equal length are hashed four at a time
-// (internal/xxh3multi): several streams from memory keep more loads in
-// flight than one, and a cached 4 GiB disk hashes in 0.21-0.25 s instead
-// of 0.24-0.27 s on two cores. The values are XXH3-128's either way. XXH3 is
+// approaches those odds for data nobody chose to collide, and streams
+// about three times as fast as xxhash64 and four times as fast as BLAKE3
+// (BenchmarkHashes; the figures are in docs/bench/figures.md): hashing
+// stays below the disk's speed. On a CPU with AVX-512, blocks of equal
+// length are hashed four at a time (internal/xxh3multi): several streams
+// from memory keep more loads in flight than one. The values are
+// XXH3-128's either way. XXH3 is
 // not cryptographic: whoever knows the seed can construct two blocks with
 // one hash, and someone who can write data to the source (a tenant of the
 // VM) could then plant a block the sync would skip. The random per-run key

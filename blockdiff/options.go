@@ -114,7 +114,8 @@ type DirectMode int
 const (
 	// DirectNever (the default) reads every chunk through the page cache,
 	// mapped (or with pread, NoMmap), with the kernel's reads started
-	// ReadAhead chunks ahead: the fastest way on the disks measured here.
+	// ReadAhead chunks ahead: the fastest way on the disks measured
+	// (docs/bench/figures.md).
 	DirectNever DirectMode = iota
 	// DirectAuto reads a chunk with O_DIRECT when fewer than half of its
 	// pages are cached (and none is dirty), through the page cache

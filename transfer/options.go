@@ -154,7 +154,7 @@ type Options struct {
 	// (see blockdiff.Options.Direct). Default: through the page cache;
 	// blockdiff.DirectAuto reads cold chunks directly, at a third of the
 	// CPU time and without evicting the host's cached pages, but slower
-	// on the disks measured here.
+	// on the disks measured (docs/bench/figures.md).
 	DirectReads blockdiff.DirectMode
 
 	// DropBehind drops the disks' pages from the page cache behind the

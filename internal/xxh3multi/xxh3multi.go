@@ -5,12 +5,10 @@
 // Hashing a disk's blocks is bound by how fast memory delivers them, not
 // by the arithmetic: one stream at a time leaves the core waiting on
 // loads. Independent streams keep more loads in flight, as a comparison
-// of two buffers does. Measured here on 2 GiB of a cached, mapped file,
-// one core, 64 KiB blocks (go test -bench in a scratch module, mapping
-// the file): with 4 KiB page-cache folios 9.8 GB/s one block at a time
-// with zeebo/xxh3, 12.1 GB/s two at a time, 12.7 four at a time; in
-// another state of the cache 8.0, 9.0 and 10.4 GB/s. A single input, and
-// every input without AVX-512 (or off amd64), goes to zeebo/xxh3.
+// of two buffers does: four at a time is about a third faster than one
+// (the figures and their command are in docs/bench/figures.md). A single
+// input, and every input without AVX-512 (or off amd64), goes to
+// zeebo/xxh3.
 package xxh3multi
 
 import (
