@@ -12,6 +12,13 @@ import (
 	"github.com/deltasync/deltasync/internal/bootid"
 )
 
+// A run's journal, from its start to its end, lives in this file:
+// openJournal loads it and decides whether it is trusted (or discards it,
+// saying why); the journaler and checkpoint save the watermark as the run
+// goes, each save after a flush or a barrier; stop leaves the journal a
+// rerun resumes from, or poisons or deletes it. Its format and its store
+// are journal.go's.
+
 // openJournal loads this run's journal, if any, and resumes from it.
 func (r *run) openJournal(ctx context.Context) error {
 	if r.c.NoJournal || r.c.Journal == nil || r.srcID == "" || r.dstID == "" {
@@ -218,4 +225,103 @@ func (r *run) saveRecord(ctx context.Context, rec journalRecord) error {
 	}
 	r.journalSaves.Add(1)
 	return nil
+}
+
+// stopTimeout bounds the last flush and journal save of a run stopped by
+// an error; cancelStopTimeout those of a cancelled run.
+const (
+	stopTimeout       = 30 * time.Second
+	cancelStopTimeout = 1500 * time.Millisecond
+)
+
+// stop ends a run that failed or was cancelled after the target's watch
+// began. A failed write or flush of the target (not a cancelled one)
+// poisons the journal: what the run wrote is not known to be there. Any
+// other stop keeps what is durable: the target is flushed, the journal
+// saved, and the witness records its evidence, so that a rerun resumes.
+// A cancelled run does this too, under a context of its own.
+func (r *run) stop(ctx context.Context, err error) error {
+	budget := stopTimeout
+	if ctx.Err() != nil {
+		// Cancelled: the caller wants to be gone. The last save and the
+		// evidence get a short while; a target that stopped answering
+		// keeps the journal of the last checkpoint.
+		budget = cancelStopTimeout
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), budget)
+	defer cancel()
+	if !r.began {
+		// Refused before copying (the target could not be resized):
+		// nothing was written. A journal this run saved only for its
+		// token goes; one it resumed from stays.
+		if r.watch != nil {
+			r.watch.Abandon()
+		}
+		if r.store != nil && r.token != "" && !r.st.Resumed {
+			if derr := r.store.Delete(sctx, r.key); derr != nil {
+				err = errors.Join(err, fmt.Errorf("transfer: removing journal %s: %w", r.key, derr))
+			}
+		}
+		return err
+	}
+	// A failed copy (copy_file_range, Put Page From URL) is not poison:
+	// its range is above the watermark and compared again, and its
+	// failure is usually the source's. Nor is a lost connection to a
+	// remote target (disk.ErrDisconnected): the target applies what it
+	// received, and its witness says whether anything failed there.
+	var we *WriteError
+	poison := errors.As(err, &we) && we.Op != "copy" && ctx.Err() == nil &&
+		!errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) &&
+		!errors.Is(err, disk.ErrDisconnected)
+	if r.store != nil && !r.dropped && errors.Is(err, ErrSourceChanged) {
+		// The source's version is part of the journal's identity: no
+		// rerun can resume from this journal.
+		r.dropped = true
+		if derr := r.store.Delete(sctx, r.key); derr != nil {
+			err = errors.Join(err, fmt.Errorf("transfer: removing journal %s: %w", r.key, derr))
+		}
+	}
+	if r.store == nil || r.dropped {
+		if r.watch != nil {
+			r.watch.Abandon()
+		}
+		return err
+	}
+	if !poison {
+		if cerr := r.checkpoint(sctx); cerr != nil {
+			// A flush that fails here poisons as well.
+			if errors.As(cerr, &we) && !errors.Is(cerr, disk.ErrDisconnected) {
+				poison = true
+			}
+			err = errors.Join(err, cerr)
+		}
+	}
+	if poison {
+		if r.watch != nil {
+			r.watch.Abandon()
+		}
+		rec := journalRecord{Identity: r.ident, Watermark: r.saved, BootID: r.bootID,
+			Poisoned: we.Op + " failed", FlushFailed: we.Op == "flush"}
+		if serr := r.saveRecord(sctx, rec); serr != nil {
+			// The journal left behind would be trusted: remove it.
+			if derr := r.store.Delete(sctx, r.key); derr != nil {
+				err = errors.Join(err, serr, fmt.Errorf("transfer: removing journal %s after a failed write: %w", r.key, derr))
+			}
+		}
+		return err
+	}
+	if r.watch == nil {
+		return err
+	}
+	ev, eerr := r.watch.Stopped(sctx)
+	if eerr != nil {
+		// The run's journal holds its token only: the witness may find
+		// its own evidence, or the rerun compares everything.
+		return errors.Join(err, fmt.Errorf("transfer: recording the target's state for a rerun: %w", eerr))
+	}
+	rec := journalRecord{Identity: r.ident, Watermark: r.saved, BootID: r.bootID, Witness: r.token, Evidence: ev}
+	if serr := r.saveRecord(sctx, rec); serr != nil {
+		err = errors.Join(err, serr)
+	}
+	return err
 }
