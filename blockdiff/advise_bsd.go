@@ -10,3 +10,6 @@ func adviseWillNeed(fd int, off, n int64) {}
 // adviseDontNeed does nothing here: the cached pages stay until the
 // kernel needs them.
 func adviseDontNeed(fd int, off, n int64) {}
+
+// canDropPages: adviseDontNeed drops nothing here.
+const canDropPages = false

@@ -7,3 +7,7 @@ func adviseWillNeed(fd int, off, n int64) { _ = unix.Fadvise(fd, off, n, unix.FA
 
 // adviseDontNeed drops the clean cached pages of [off,off+n).
 func adviseDontNeed(fd int, off, n int64) { _ = unix.Fadvise(fd, off, n, unix.FADV_DONTNEED) }
+
+// canDropPages: adviseDontNeed drops clean cached pages here, so a read
+// after it comes from the device.
+const canDropPages = true

@@ -71,6 +71,11 @@ func newDisk(side Side, r io.ReaderAt, size int64, c *config) (*sideReader, erro
 		}
 		d.direct = openDirect(f, c)
 		d.always = c.Direct == DirectAlways
+		if d.always && d.direct == nil && !canDropPages {
+			// Neither a direct read nor a drop of the cached pages: the
+			// bytes would come from the cache the caller asked to avoid.
+			return nil, fmt.Errorf("%w: %s: DirectAlways asks to read around the page cache, which this system cannot do", ErrBadOptions, side)
+		}
 		if d.direct != nil {
 			d.aheadSlots = make(chan struct{}, c.directAhead)
 		}

@@ -14,8 +14,8 @@ import (
 )
 
 // DefaultWriteSize is the largest single write of Apply when
-// ApplyOptions.WriteSize is 0 and the target allows it.
-const DefaultWriteSize = 4 << 20
+// ApplyOptions.WriteSize is 0 and the target allows it: transfer's.
+const DefaultWriteSize = transfer.DefaultWriteSize
 
 // ApplyOptions tune Apply. The zero value means the documented defaults;
 // a nil *ApplyOptions is the zero value.
@@ -277,11 +277,7 @@ func check(ctx context.Context, patch io.Reader, dst disk.Target, o *ApplyOption
 // patch.
 func (p *plan) limits(dst disk.Target, o *ApplyOptions) error {
 	D, S := p.size, p.g.result
-	ws := o.WriteSize
-	if ws == 0 {
-		ws = DefaultWriteSize
-	}
-	w, err := transfer.NewWriter(dst, &transfer.WriterOptions{WriteSize: ws})
+	w, err := transfer.NewWriter(dst, &transfer.WriterOptions{WriteSize: o.WriteSize})
 	if err != nil {
 		return err
 	}

@@ -25,12 +25,7 @@ func (r *run) limits() error {
 	}
 	// Segment boundaries on the alignment keep rounded writes inside.
 	r.c.journalBytes = roundUp(r.c.journalBytes, lcm(int64(r.c.bs), r.unit))
-	r.c.writeSize = w.WriteSize()
-	if w.CanZero() {
-		r.c.zeroSize = roundDown(r.c.zeroSize, r.align)
-	} else {
-		r.c.zeroSize = 0
-	}
+	r.c.writeSize, r.c.zeroSize = w.WriteSize(), w.ZeroSize()
 	if c, ok := r.dst.(disk.RangeCopier); ok {
 		r.copier = c
 	}

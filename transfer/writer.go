@@ -17,8 +17,10 @@ import (
 // and then writes, clears, resizes and flushes it the way they do. Writes
 // are split into pieces of at most WriteSize; a range is cleared with the
 // target's ZeroRange (disk.Zeroer) in pieces of at most ZeroSize, or by
-// writing zeros; a short write is an error; every error of the target is
-// a *WriteError. The order of resizes and flushes, which is what makes a
+// writing zeros; a short write is an error; a failed write, zeroing,
+// resize or flush of the target is a *WriteError (Resize also says
+// ErrTargetTooSmall or ErrBadOptions when the target cannot take the
+// size). The order of resizes and flushes, which is what makes a
 // run durable, is the caller's: the methods do what they say and no more.
 //
 // The offsets and lengths given must be multiples of Alignment, except
@@ -106,6 +108,10 @@ func (w *Writer) Alignment() int64 { return w.align }
 // WriteSize is the largest single write.
 func (w *Writer) WriteSize() int64 { return w.size }
 
+// ZeroSize is the largest single ZeroRange call; 0 when the target has
+// no Zeroer (zeros are then written, in pieces of WriteSize).
+func (w *Writer) ZeroSize() int64 { return w.zsize }
+
 // CanZero says whether the target clears ranges itself (disk.Zeroer);
 // without it, Zero writes zeros.
 func (w *Writer) CanZero() bool { return w.zeroer != nil }
@@ -166,7 +172,7 @@ func (w *Writer) Zero(ctx context.Context, off, n int64, buf []byte) error {
 	if buf == nil {
 		buf = w.zeros()
 	} else {
-		buf = buf[:min(int64(len(buf)), w.size)]
+		buf = buf[:min(int64(len(buf)), w.size, n)]
 		clear(buf)
 	}
 	if len(buf) == 0 {
