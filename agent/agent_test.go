@@ -370,7 +370,7 @@ func TestPull(t *testing.T) {
 // call and by Flush, with its offset, and nothing after it is applied.
 func TestWriteErrorSurfaces(t *testing.T) {
 	md := newMemDisk(make([]byte, 4<<20))
-	md.failAt = 1<<20 + 100
+	md.FailWritesAt(1<<20 + 100)
 	a := startAgent(t, map[string][]byte{"d": nil}, func(o *ServerOptions) {
 		o.open = func(string, bool) (serverDisk, error) { return md, nil }
 	})
@@ -402,7 +402,7 @@ func TestWriteErrorSurfaces(t *testing.T) {
 		t.Fatalf("flush: %v", err)
 	}
 	t.Log(err)
-	b := md.bytes()
+	b := md.Bytes()
 	if b[1<<20-1] != 7 || b[1<<20+64<<10] != 0 {
 		t.Fatal("writes before the failure missing, or writes after it applied")
 	}
@@ -461,7 +461,7 @@ func TestWriteBufferBounds(t *testing.T) {
 		t.Fatal(err)
 	}
 	for off := 0; off < 16<<20; off += len(block) {
-		if !bytes.Equal(md.bytes()[off:off+len(block)], block) {
+		if !bytes.Equal(md.Bytes()[off:off+len(block)], block) {
 			t.Fatalf("block at %d missing", off)
 		}
 	}

@@ -232,7 +232,7 @@ func TestNoAckPastFailedWrite(t *testing.T) {
 	s := &Server{o: ServerOptions{WriteTimeout: time.Second, Logf: func(string, ...any) {}}, codec: cd}
 	for i := range 300 {
 		md := newMemDisk(make([]byte, 64<<10))
-		md.failAt = 4096 // the second write fails
+		md.FailWritesAt(4096) // the second write fails
 		var in []byte
 		for _, off := range []int64{0, 4096, 8192} {
 			in = append(in, writeFrame(off, bytes.Repeat([]byte{1}, 1024))...)

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deltasync/deltasync/disk"
+	"github.com/deltasync/deltasync/disk/disktest"
 )
 
 // testAgent is an agent on loopback serving files in a temporary folder.
@@ -257,95 +257,18 @@ func sameBytes(t testing.TB, what string, got, want []byte) {
 	}
 }
 
-// memDisk is an in-memory serverDisk, for fuzzing sessions and injecting
-// failures. failAt, when >= 0, fails writes that cover it.
-type memDisk struct {
-	mu     sync.Mutex
-	b      []byte
-	failAt int64
+// memDisk is disktest's Faulty disk as a serverDisk, for fuzzing
+// sessions and injecting failures: 512-byte aligned writes of at most
+// 64 MiB, as the agent's local disks state.
+type memDisk struct{ *disktest.Faulty }
+
+func newMemDisk(b []byte) *memDisk {
+	f := disktest.NewFaulty(b)
+	f.Align, f.MaxWrite = 512, 64<<20
+	return &memDisk{f}
 }
 
-func newMemDisk(b []byte) *memDisk { return &memDisk{b: b, failAt: -1} }
-
-func (m *memDisk) ReadAt(p []byte, off int64) (int, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if off >= int64(len(m.b)) {
-		return 0, io.EOF
-	}
-	n := copy(p, m.b[off:])
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
-}
-
-var errInjected = errors.New("injected failure")
-
-func (m *memDisk) WriteAt(p []byte, off int64) (int, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if off < 0 || off+int64(len(p)) > int64(len(m.b)) {
-		return 0, errors.New("out of range")
-	}
-	if m.failAt >= off && m.failAt < off+int64(len(p)) {
-		return 0, errInjected
-	}
-	return copy(m.b[off:], p), nil
-}
-
-func (m *memDisk) Size() int64 {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return int64(len(m.b))
-}
-
-func (m *memDisk) ZeroRange(ctx context.Context, off, n int64) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if off < 0 || n < 0 || off+n > int64(len(m.b)) {
-		return errors.New("out of range")
-	}
-	clear(m.b[off : off+n])
-	return nil
-}
-
-func (m *memDisk) Flush(context.Context) error { return nil }
-
-func (m *memDisk) Resize(ctx context.Context, size int64) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if size < 0 || size > 64<<20 {
-		return errors.New("bad size")
-	}
-	if size <= int64(len(m.b)) {
-		m.b = m.b[:size]
-	} else {
-		m.b = append(m.b, make([]byte, size-int64(len(m.b)))...)
-	}
-	return nil
-}
-
-func (m *memDisk) WriteLimits() (int64, int64) { return 512, 64 << 20 }
-
-func (m *memDisk) AllocatedRanges(ctx context.Context, off, n int64) ([]disk.Range, error) {
-	size := m.Size()
-	if off >= size {
-		return nil, nil
-	}
-	return []disk.Range{{Off: off, Len: min(n, size-off)}}, nil
-}
-
-func (m *memDisk) Version(context.Context) (string, error) { return "v", nil }
-func (m *memDisk) DropCache(off, n int64) error            { return nil }
-func (m *memDisk) Identity() string                        { return "mem" }
-func (m *memDisk) Close() error                            { return nil }
-
-func (m *memDisk) bytes() []byte {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return bytes.Clone(m.b)
-}
+func (m *memDisk) Close() error { return nil }
 
 // withTimeout is a context for one test step.
 func withTimeout(t testing.TB, d time.Duration) context.Context {

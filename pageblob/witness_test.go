@@ -23,6 +23,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/pageblob"
 
 	"github.com/deltasync/deltasync/disk"
+	"github.com/deltasync/deltasync/disk/disktest"
 	"github.com/deltasync/deltasync/internal/azurite"
 	"github.com/deltasync/deltasync/transfer"
 )
@@ -544,26 +545,6 @@ func sparse(size int) []byte {
 	return b
 }
 
-// memSource is a source in memory with an identity, so that transfer
-// journals the run.
-type memSource struct {
-	b  []byte
-	id string
-}
-
-func (m *memSource) ReadAt(p []byte, off int64) (int, error) {
-	if off >= int64(len(m.b)) {
-		return 0, io.EOF
-	}
-	n := copy(p, m.b[off:])
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
-}
-func (m *memSource) Size() int64      { return int64(len(m.b)) }
-func (m *memSource) Identity() string { return m.id }
-
 // leaseBreaker is a target whose lease a third party breaks: on the
 // target's nth write, or at its flush (n = 0).
 type leaseBreaker struct {
@@ -611,7 +592,7 @@ func TestLeaseLostPoisonsJournal(t *testing.T) {
 		t.Run(fmt.Sprintf("break-at-write-%d", n), func(t *testing.T) {
 			ctx := context.Background()
 			const size = 4 << 20
-			src := &memSource{b: sparse(size), id: "mem:" + t.Name()}
+			src := disktest.NewMem(sparse(size))
 			dst, _ := newTarget(t, size)
 			o := &transfer.Options{Journal: transfer.DirStore{Dir: t.TempDir()}, JournalBytes: 256 << 10, Concurrency: 1}
 			x := &leaseBreaker{Blob: dst, n: n}
@@ -632,7 +613,7 @@ func TestLeaseLostPoisonsJournal(t *testing.T) {
 			if st.Resumed || !st.JournalDiscarded || !strings.Contains(st.JournalDiscardedReason, "failed to write") {
 				t.Fatalf("rerun: resumed %v, discarded %v (%q); want the poisoned journal discarded", st.Resumed, st.JournalDiscarded, st.JournalDiscardedReason)
 			}
-			if !bytes.Equal(readAll(t, again, size), src.b) {
+			if !bytes.Equal(readAll(t, again, size), src.Bytes()) {
 				t.Fatal("the rerun left the target different from the source")
 			}
 		})
@@ -645,7 +626,7 @@ func TestLeaseLostPoisonsJournal(t *testing.T) {
 func TestSyncResumesThroughWitness(t *testing.T) {
 	ctx := context.Background()
 	const size = 4 << 20
-	src := &memSource{b: sparse(size), id: "mem:" + t.Name()}
+	src := disktest.NewMem(sparse(size))
 	dst, _ := newTarget(t, size)
 	o := &transfer.Options{Journal: transfer.DirStore{Dir: t.TempDir()}, JournalBytes: 256 << 10, Concurrency: 1}
 	cctx, cancel := context.WithCancel(ctx)
@@ -662,7 +643,7 @@ func TestSyncResumesThroughWitness(t *testing.T) {
 	if !st.Resumed || st.ResumedFrom == 0 {
 		t.Fatalf("rerun after a cancelled run: resumed %v from %d (discarded: %q)", st.Resumed, st.ResumedFrom, st.JournalDiscardedReason)
 	}
-	if !bytes.Equal(readAll(t, again, size), src.b) {
+	if !bytes.Equal(readAll(t, again, size), src.Bytes()) {
 		t.Fatal("the target differs from the source")
 	}
 	if inc, err := again.Incomplete(ctx); err != nil || inc {
@@ -700,7 +681,7 @@ func TestManagedDiskFooterLast(t *testing.T) {
 		t.Fatal(err)
 	}
 	const size = minManagedDisk - VHDFooterSize
-	src := &memSource{b: randBytes(size), id: "mem:" + t.Name()}
+	src := disktest.NewMem(randBytes(size))
 	upload := func(t *testing.T, interrupt bool) {
 		t.Helper()
 		o, _ := testOptions(t)
@@ -741,13 +722,13 @@ func TestManagedDiskFooterLast(t *testing.T) {
 	if _, err := c.DownloadBuffer(ctx, whole, &blob.DownloadBufferOptions{Range: blob.HTTPRange{Count: size}}); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(whole, src.b) {
+	if !bytes.Equal(whole, src.Bytes()) {
 		t.Fatal("the upload differs from the source")
 	}
 	// Upload another disk over it, interrupted at its second write of
 	// three.
 	for _, off := range []int{0, 8 << 20, 16 << 20} {
-		copy(src.b[off:], randBytes(1<<20))
+		src.WriteAt(randBytes(1<<20), int64(off))
 	}
 	upload(t, true)
 	if err := footer(); err == nil {

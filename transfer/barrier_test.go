@@ -45,6 +45,11 @@ func (b *behindDisk) WriteAt(p []byte, off int64) (int, error) {
 	return len(p), nil
 }
 
+// WriteAtContext is WriteAt: the memDisk's own would bypass the queue.
+func (b *behindDisk) WriteAtContext(_ context.Context, p []byte, off int64) (int, error) {
+	return b.WriteAt(p, off)
+}
+
 func (b *behindDisk) ZeroRange(ctx context.Context, off, n int64) error {
 	b.enqueue(func() { b.memDisk.ZeroRange(context.Background(), off, n) })
 	return nil
@@ -99,7 +104,7 @@ func TestAppliedBarrier(t *testing.T) {
 			flushesAtStop.Store(-1)
 			d.onQueue = func(n int64) {
 				if n == stopAt {
-					flushesAtStop.Store(d.flushes.Load())
+					flushesAtStop.Store(d.Flushes())
 					cancel()
 				}
 			}

@@ -26,6 +26,11 @@ func (l *linkTarget) WriteAt(p []byte, off int64) (int, error) {
 	return l.memDisk.WriteAt(p, off)
 }
 
+// WriteAtContext is WriteAt: the memDisk's own would bypass the link.
+func (l *linkTarget) WriteAtContext(_ context.Context, p []byte, off int64) (int, error) {
+	return l.WriteAt(p, off)
+}
+
 // TestDisconnectDoesNotPoison: a run whose remote target's connection
 // drops keeps its journal trusted (the target's witness decides on the
 // rerun), where a failed write of the target itself poisons it.
@@ -41,12 +46,12 @@ func TestDisconnectDoesNotPoison(t *testing.T) {
 				t.Fatalf("got %v, want a lost connection", err)
 			}
 		} else {
-			d.failWritesAfter = 40 * 8 << 10
+			d.FailAfter.Store(40 * 8 << 10)
 			_, err = Sync(context.Background(), s, d, opts)
 			if !errors.Is(err, errInjected) {
 				t.Fatalf("got %v, want a failed write", err)
 			}
-			d.failWritesAfter = -1
+			d.FailAfter.Store(0)
 		}
 		st, err := Sync(context.Background(), s, d, opts)
 		if err != nil {
@@ -58,7 +63,7 @@ func TestDisconnectDoesNotPoison(t *testing.T) {
 		if !lost && (st.Resumed || !st.JournalDiscarded) {
 			t.Fatalf("rerun after a failed write resumed: %+v", st)
 		}
-		if !bytes.Equal(d.bytes(), src) {
+		if !bytes.Equal(d.Bytes(), src) {
 			t.Fatal("target differs")
 		}
 	}

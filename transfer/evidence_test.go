@@ -32,14 +32,14 @@ func interrupted(t *testing.T, s, d *memDisk, opts *Options, after int64) {
 		opts.Journal = ws
 	}
 	var n atomic.Int64
-	d.onWrite = func(int) { // called by several writers at once
+	d.AfterWrite = func(_, _ int64) { // called by several writers at once
 		time.Sleep(200 * time.Microsecond)
 		if n.Add(1) >= after && ws.max.Load() > 0 {
 			cancel()
 		}
 	}
 	_, err := Sync(ctx, s, d, opts)
-	d.onWrite = nil
+	d.AfterWrite = nil
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("interrupted run: got %v, want context.Canceled", err)
 	}
@@ -69,7 +69,7 @@ func TestCleanStopResumes(t *testing.T) {
 	if !st.Resumed || st.ResumedFrom == 0 || st.JournalDiscarded {
 		t.Fatalf("rerun after a clean stop did not resume: %+v", st)
 	}
-	if !bytes.Equal(d.bytes(), src) {
+	if !bytes.Equal(d.Bytes(), src) {
 		t.Fatal("target differs")
 	}
 	if d.incomplete {
@@ -92,7 +92,7 @@ func TestForeignWriteBetweenRuns(t *testing.T) {
 	if st.Resumed || !st.JournalDiscarded || !strings.Contains(st.JournalDiscardedReason, "written since") {
 		t.Fatalf("rerun trusted a journal of a target written since: %+v", st)
 	}
-	if !bytes.Equal(d.bytes(), src) {
+	if !bytes.Equal(d.Bytes(), src) {
 		t.Fatal("target differs from the source after a rerun that exited without error")
 	}
 }
@@ -105,7 +105,7 @@ func TestNoWitnessNoResume(t *testing.T) {
 		tgt := bareTarget{d}
 		ctx, cancel := context.WithCancel(context.Background())
 		var n atomic.Int64
-		d.onWrite = func(int) { // called by several writers at once
+		d.AfterWrite = func(_, _ int64) { // called by several writers at once
 			if n.Add(1) == 40 {
 				cancel()
 			}
@@ -116,7 +116,7 @@ func TestNoWitnessNoResume(t *testing.T) {
 			t.Fatal(err)
 		}
 		cancel()
-		d.onWrite = nil
+		d.AfterWrite = nil
 		opts.AssumeExclusive = assume
 		st, err := Sync(context.Background(), s, idt, opts)
 		if err != nil {
@@ -125,7 +125,7 @@ func TestNoWitnessNoResume(t *testing.T) {
 		if assume != st.Resumed || (!assume && !strings.Contains(st.JournalDiscardedReason, "cannot show")) {
 			t.Fatalf("AssumeExclusive %v: %+v", assume, st)
 		}
-		if !bytes.Equal(d.bytes(), src) {
+		if !bytes.Equal(d.Bytes(), src) {
 			t.Fatal("target differs")
 		}
 	}
@@ -142,13 +142,13 @@ func (t idTarget) Identity() string { return t.id }
 // not be trusted by the rerun, which reads the disks with O_DIRECT.
 func TestFailedFlushPoisons(t *testing.T) {
 	src, s, d, opts := evidenceCase(t, 4)
-	d.failFlush = true
+	d.FailFlush.Store(true)
 	_, err := Sync(context.Background(), s, d, opts)
 	var we *WriteError
 	if !errors.As(err, &we) || we.Op != "flush" {
 		t.Fatalf("got %v, want a failed flush", err)
 	}
-	d.failFlush = false
+	d.FailFlush.Store(false)
 	var direct blockdiff.DirectMode
 	opts.hook = func(r *run) { direct = r.c.DirectReads }
 	st, err := Sync(context.Background(), s, d, opts)
@@ -161,7 +161,7 @@ func TestFailedFlushPoisons(t *testing.T) {
 	if direct != blockdiff.DirectAlways {
 		t.Fatalf("rerun after a failed flush read with direct mode %v, want DirectAlways", direct)
 	}
-	if !bytes.Equal(d.bytes(), src) {
+	if !bytes.Equal(d.Bytes(), src) {
 		t.Fatal("target differs")
 	}
 }

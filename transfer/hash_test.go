@@ -24,6 +24,11 @@ func (h *hashingDisk) ReadAt(p []byte, off int64) (int, error) {
 	return h.memDisk.ReadAt(p, off)
 }
 
+// ReadAtContext is ReadAt: the memDisk's own would not be counted.
+func (h *hashingDisk) ReadAtContext(_ context.Context, p []byte, off int64) (int, error) {
+	return h.ReadAt(p, off)
+}
+
 type chanIter struct {
 	ch   <-chan blockdiff.BlockHash
 	errc <-chan error
@@ -40,7 +45,7 @@ func (c *chanIter) Next() (blockdiff.BlockHash, error) {
 }
 
 func (h *hashingDisk) HashBlocks(ctx context.Context, hs blockdiff.Hasher, o *blockdiff.Options) (blockdiff.HashIterator, error) {
-	snapshot := h.bytes()
+	snapshot := h.Bytes()
 	ch := make(chan blockdiff.BlockHash, 64)
 	errc := make(chan error, 1)
 	go func() {
@@ -77,8 +82,8 @@ func TestSyncThroughTargetHashes(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%v: %v", alg, err)
 		}
-		if !bytes.Equal(d.bytes(), src) || !st.Verified {
-			t.Fatalf("%v: target differs at %d", alg, firstDiff(d.bytes(), src))
+		if !bytes.Equal(d.Bytes(), src) || !st.Verified {
+			t.Fatalf("%v: target differs at %d", alg, firstDiff(d.Bytes(), src))
 		}
 		if d.hashes.Load() == 0 {
 			t.Fatalf("%v: the target hashed nothing", alg)

@@ -24,7 +24,7 @@ func TestSyncHints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := d.bytes()
+	got := d.Bytes()
 	if got[512<<10+100] != src[512<<10+100] || got[10] == src[10] {
 		t.Fatalf("hinted byte fixed: %v; unhinted byte left: %v", got[512<<10+100] == src[512<<10+100], got[10] != src[10])
 	}

@@ -98,7 +98,7 @@ func TestDirStore(t *testing.T) {
 
 func TestNoIdentityNoJournal(t *testing.T) {
 	s := newMemDisk(make([]byte, 8192), "")
-	s.cur[0] = 1
+	s.WriteAt([]byte{1}, 0)
 	d := newMemDisk(make([]byte, 8192), "dst")
 	st, err := Sync(context.Background(), s, d, &Options{Journal: &MemStore{}})
 	if err != nil || st.Journaled {

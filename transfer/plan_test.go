@@ -65,14 +65,14 @@ func TestUnalignedSourceEndKeepsTargetTail(t *testing.T) {
 	src := bytes.Repeat([]byte{7}, 10000)
 	old := bytes.Repeat([]byte{9}, 16384)
 	d := newMemDisk(bytes.Clone(old), "dst")
-	d.align = 4096
+	d.Align = 4096
 	st, err := Sync(context.Background(), newMemDisk(bytes.Clone(src), "src"), d, &Options{BlockSize: 4096, NoJournal: true, Verify: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := append(bytes.Clone(src), old[len(src):]...)
-	if !bytes.Equal(d.bytes(), want) {
-		t.Fatalf("target differs at %d", firstDiff(d.bytes(), want))
+	if !bytes.Equal(d.Bytes(), want) {
+		t.Fatalf("target differs at %d", firstDiff(d.Bytes(), want))
 	}
 	if st.ExcessKept != int64(len(old)-len(src)) {
 		t.Fatalf("stats %+v", st)

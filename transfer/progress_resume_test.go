@@ -29,14 +29,14 @@ func TestProgressReportsResume(t *testing.T) {
 	ws := &watermarkStore{JournalStore: opts.Journal}
 	opts.Journal = ws
 	var n atomic.Int64
-	d.onWrite = func(int) { // called by several writers at once
+	d.AfterWrite = func(_, _ int64) { // called by several writers at once
 		time.Sleep(200 * time.Microsecond) // a slow disk: the journal saves between writes
 		if n.Add(1) >= 10 && ws.max.Load() > 0 {
 			cancel()
 		}
 	}
 	stopped, err := Sync(ctx, s, d, opts)
-	d.onWrite = nil
+	d.AfterWrite = nil
 	cancel()
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("interrupted run: %v", err)
@@ -60,7 +60,7 @@ func TestProgressReportsResume(t *testing.T) {
 	if sn.ResumedFrom != st.ResumedFrom || sn.Journal != key || sn.Compared != 0 || sn.Total != int64(len(src))-st.ResumedFrom {
 		t.Errorf("first copy snapshot of the rerun: %+v; want ResumedFrom %d, journal %s, Total %d", sn, st.ResumedFrom, key, int64(len(src))-st.ResumedFrom)
 	}
-	if !bytes.Equal(d.bytes(), src) {
+	if !bytes.Equal(d.Bytes(), src) {
 		t.Fatal("target differs")
 	}
 }

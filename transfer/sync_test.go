@@ -122,7 +122,7 @@ func TestSyncProperty(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			s := newMemDisk(bytes.Clone(src), "src")
 			d := newMemDisk(bytes.Clone(old), "dst")
-			d.align, d.maxWrite = align, maxWrite
+			d.Align, d.MaxWrite = align, maxWrite
 			var dt disk.Target = d
 			if !zeroer {
 				dt = hideZero(d)
@@ -140,7 +140,7 @@ func TestSyncProperty(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := d.bytes()
+			got := d.Bytes()
 			size := max(len(src), len(old))
 			if len(got) != size {
 				t.Fatalf("target size %d, want %d", len(got), size)
@@ -205,16 +205,16 @@ func checkOps(t *testing.T, d *memDisk, align, maxWrite, size int64) {
 	t.Helper()
 	var prevEnd int64
 	for _, o := range d.recorded() {
-		if o.off%align != 0 || (o.n%align != 0 && o.off+o.n != size) {
+		if o.Off%align != 0 || (o.Len%align != 0 && o.Off+o.Len != size) {
 			t.Fatalf("unaligned op %+v (align %d)", o, align)
 		}
-		if !o.zero && maxWrite > 0 && o.n > maxWrite {
+		if o.Kind != "zero" && maxWrite > 0 && o.Len > maxWrite {
 			t.Fatalf("write %+v larger than %d", o, maxWrite)
 		}
-		if o.off < prevEnd {
+		if o.Off < prevEnd {
 			t.Fatalf("op %+v overlaps the one ending at %d", o, prevEnd)
 		}
-		prevEnd = o.off + o.n
+		prevEnd = o.Off + o.Len
 	}
 }
 
@@ -224,12 +224,12 @@ func TestSeedEmptyTargetWritesNoZeroBlocks(t *testing.T) {
 	src := randImage(rng, 2<<20, bs)
 	s := newMemDisk(bytes.Clone(src), "src")
 	d := newMemDisk(nil, "dst")
-	d.align = 512
+	d.Align = 512
 	st, err := Seed(context.Background(), s, d, &Options{BlockSize: bs, Journal: &MemStore{}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(d.bytes(), src) {
+	if !bytes.Equal(d.Bytes(), src) {
 		t.Fatal("target differs")
 	}
 	if !st.ProvenEmpty || st.ResizedFrom != 0 || st.Zeroed != 0 || st.Zeroes != 0 {
@@ -245,10 +245,10 @@ func TestSeedEmptyTargetWritesNoZeroBlocks(t *testing.T) {
 		t.Fatalf("written %d, want the %d bytes of non-zero blocks", st.Written, nonZero)
 	}
 	for _, o := range d.recorded() {
-		if o.zero {
+		if o.Kind == "zero" {
 			t.Fatalf("zero op %+v", o)
 		}
-		for off := o.off; off < o.off+o.n; off += bs {
+		for off := o.Off; off < o.Off+o.Len; off += bs {
 			if isZeroBytes(src[off:min(off+bs, int64(len(src)))]) {
 				t.Fatalf("write %+v includes the zero block at %d", o, off)
 			}
@@ -283,7 +283,7 @@ func TestSeedNonEmptyTargetIsCleared(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !bytes.Equal(d.bytes(), src) {
+			if !bytes.Equal(d.Bytes(), src) {
 				t.Fatal("target differs")
 			}
 			if st.ProvenEmpty || st.Zeroed == 0 {
@@ -300,7 +300,7 @@ func TestWriteFailureThenRerun(t *testing.T) {
 	old := randImage(rng, 4<<20, bs)
 	s := newMemDisk(bytes.Clone(src), "src")
 	d := newMemDisk(bytes.Clone(old), "dst")
-	d.failWritesAfter = 1 << 20
+	d.FailAfter.Store(1 << 20)
 	store := &MemStore{}
 	opts := &Options{BlockSize: bs, Journal: store, JournalBytes: 128 << 10, WriteSize: 64 << 10, Concurrency: 3}
 	_, err := Sync(context.Background(), s, d, opts)
@@ -314,15 +314,13 @@ func TestWriteFailureThenRerun(t *testing.T) {
 	if len(store.Keys()) != 1 {
 		t.Fatal("no journal kept")
 	}
-	d.mu.Lock()
-	d.failWritesAfter = -1
-	d.mu.Unlock()
+	d.FailAfter.Store(0)
 	opts.Verify = true
 	st, err := Sync(context.Background(), s, d, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(d.bytes(), src) {
+	if !bytes.Equal(d.Bytes(), src) {
 		t.Fatal("target differs after rerun")
 	}
 	// A failed write poisons the journal: nothing the failed run wrote is
@@ -344,7 +342,7 @@ func TestSourceReadFailure(t *testing.T) {
 	}
 	for _, skip := range []int64{0, 1} { // 0: comparison fails; 1: the copy does
 		s := newMemDisk(bytes.Clone(src), "src")
-		s.failReadAt, s.failReadAfter = 301<<10, skip
+		s.FailReadsAt(301<<10, int64(skip))
 		d := newMemDisk(make([]byte, len(src)), "dst")
 		_, err := Sync(context.Background(), s, d, &Options{BlockSize: bs, NoJournal: true})
 		var re *ReadError
@@ -367,7 +365,7 @@ func TestPowerLossResume(t *testing.T) {
 		}
 		s := newMemDisk(bytes.Clone(src), "src")
 		d := newMemDisk(bytes.Clone(old), "dst")
-		d.align = 512
+		d.Align = 512
 		copyFn := Sync
 		if i%4 == 1 {
 			copyFn, d = Seed, newMemDisk(nil, "dst") // a new target, seeded
@@ -385,22 +383,22 @@ func TestPowerLossResume(t *testing.T) {
 				cancel()
 			}
 		}
-		d.onWrite = func(int) { event() }
-		d.onFlush = event
+		d.AfterWrite = func(_, _ int64) { event() }
+		d.BeforeFlush = event
 		_, err := copyFn(ctx, s, d, opts)
 		cancel()
 		if err != nil && !errors.Is(err, context.Canceled) {
 			t.Fatalf("run %d: %v", i, err)
 		}
 		d.crash()
-		d.onWrite, d.onFlush = nil, nil
+		d.AfterWrite, d.BeforeFlush = nil, nil
 		opts.Verify = true
 		st, err := copyFn(context.Background(), s, d, opts)
 		if err != nil {
 			t.Fatalf("run %d (stopped after %d writes): rerun: %v", i, stopAt, err)
 		}
-		if !bytes.Equal(d.bytes(), src) {
-			t.Fatalf("run %d: target differs at %d after crash and rerun", i, firstDiff(d.bytes(), src))
+		if !bytes.Equal(d.Bytes(), src) {
+			t.Fatalf("run %d: target differs at %d after crash and rerun", i, firstDiff(d.Bytes(), src))
 		}
 		if st.Resumed {
 			resumed++
@@ -419,12 +417,12 @@ func TestCancelReturnsPromptlyWithoutLeaks(t *testing.T) {
 	src := randImage(rng, 4<<20, bs)
 	s := newMemDisk(bytes.Clone(src), "src")
 	d := newMemDisk(make([]byte, len(src)), "dst")
-	d.slow = func() { time.Sleep(2 * time.Millisecond) }
+	d.BeforeWrite = func(_, _ int64) { time.Sleep(2 * time.Millisecond) }
 	ctx, cancel := context.WithCancel(context.Background())
 	var n atomic.Int64
 	var cancelled time.Time
 	var once sync.Once
-	d.onWrite = func(int) {
+	d.AfterWrite = func(_, _ int64) {
 		if n.Add(1) == 10 {
 			once.Do(func() { cancelled = time.Now(); cancel() })
 		}
@@ -459,7 +457,7 @@ func TestJournalFromAnotherRunRefused(t *testing.T) {
 	const bs = 4096
 	src := randImage(rng, 1<<20, bs)
 	d := newMemDisk(randImage(rng, 1<<20, bs), "dst")
-	d.failWritesAfter = 256 << 10
+	d.FailAfter.Store(256 << 10)
 	store := &MemStore{}
 	// One writer: writes finish in order, so the failure leaves a
 	// journal behind whatever the timing.
@@ -467,9 +465,7 @@ func TestJournalFromAnotherRunRefused(t *testing.T) {
 	if _, err := Sync(context.Background(), newMemDisk(bytes.Clone(src), "src-A"), d, opts); !errors.Is(err, errInjected) {
 		t.Fatalf("first run: %v", err)
 	}
-	d.mu.Lock()
-	d.failWritesAfter = -1
-	d.mu.Unlock()
+	d.FailAfter.Store(0)
 	other := newMemDisk(bytes.Clone(src), "src-B")
 	_, err := Sync(context.Background(), other, d, opts)
 	var je *JournalError
@@ -501,7 +497,7 @@ func TestCorruptJournalRefused(t *testing.T) {
 	src := randImage(rng, 1<<20, bs)
 	s := newMemDisk(bytes.Clone(src), "src")
 	d := newMemDisk(randImage(rng, 1<<20, bs), "dst")
-	d.failWritesAfter = 256 << 10
+	d.FailAfter.Store(256 << 10)
 	store := &MemStore{}
 	// One writer: writes finish in order, so the failure leaves a
 	// journal behind whatever the timing.
@@ -509,9 +505,7 @@ func TestCorruptJournalRefused(t *testing.T) {
 	if _, err := Sync(context.Background(), s, d, opts); !errors.Is(err, errInjected) {
 		t.Fatalf("first run: %v", err)
 	}
-	d.mu.Lock()
-	d.failWritesAfter = -1
-	d.mu.Unlock()
+	d.FailAfter.Store(0)
 	key := store.Keys()[0]
 	good, _ := store.Load(context.Background(), key)
 	if _, err := decodeJournal(good); err != nil {
@@ -592,15 +586,15 @@ func TestMemoryBudgetNeverExceeded(t *testing.T) {
 	src := randImage(rng, 4<<20, bs)
 	d := newMemDisk(make([]byte, len(src)), "dst")
 	var maxConc atomic.Int64
-	d.slow = func() {
+	d.BeforeWrite = func(_, _ int64) {
 		time.Sleep(100 * time.Microsecond)
 	}
 	var r *run
 	const budget = 128 << 10
 	opts := &Options{BlockSize: bs, MemoryBudget: budget, WriteSize: 32 << 10, Concurrency: 8, NoJournal: true,
 		hook: func(x *run) { r = x }}
-	d.onWrite = func(int) {
-		if c := d.concurrent.Load(); c > maxConc.Load() {
+	d.AfterWrite = func(_, _ int64) {
+		if c := d.InFlight(); c > maxConc.Load() {
 			maxConc.Store(c)
 		}
 	}
@@ -624,13 +618,13 @@ func TestVerifyFindsMismatch(t *testing.T) {
 		src[500<<10+i] = byte(i | 1)
 	}
 	d := newMemDisk(make([]byte, len(src)), "dst")
-	d.dropWriteAt = 501 << 10 // a lying target: acknowledges, writes nothing
+	d.DropWritesAt(501 << 10) // a lying target: acknowledges, writes nothing
 	_, err := Sync(context.Background(), newMemDisk(bytes.Clone(src), "src"), d, &Options{BlockSize: bs, Verify: true, WriteSize: 4096, NoJournal: true})
 	var ve *VerifyError
 	if !errors.As(err, &ve) || !errors.Is(err, ErrVerifyMismatch) || ve.Off != 500<<10 {
 		t.Fatalf("got %v, want a VerifyError at %d", err, 500<<10)
 	}
-	if d.drops.Load() == 0 || d.flushes.Load() == 0 {
+	if d.CacheDrops() == 0 || d.Flushes() == 0 {
 		t.Fatal("target not flushed and its cache not dropped before verifying")
 	}
 }
@@ -643,7 +637,7 @@ func TestLiveSource(t *testing.T) {
 		s := newMemDisk(bytes.Clone(src), "src")
 		d := newMemDisk(make([]byte, len(src)), "dst")
 		var once sync.Once
-		d.onWrite = func(int) {
+		d.AfterWrite = func(_, _ int64) {
 			once.Do(func() { s.WriteAt([]byte{1, 2, 3}, 12345) })
 		}
 		store := &MemStore{}
@@ -676,7 +670,7 @@ func TestTargetSizes(t *testing.T) {
 		t.Fatal("refused target was changed")
 	}
 	st, err := Sync(ctx, newMemDisk(bytes.Clone(src), "src"), small, opts)
-	if err != nil || st.ResizedFrom != 100<<10 || !bytes.Equal(small.bytes(), src) {
+	if err != nil || st.ResizedFrom != 100<<10 || !bytes.Equal(small.Bytes(), src) {
 		t.Fatalf("grown: %v %+v", err, st)
 	}
 
@@ -689,7 +683,7 @@ func TestTargetSizes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got := long.bytes()
+		got := long.Bytes()
 		if trunc {
 			if !bytes.Equal(got, src) || st.ResizedFrom != int64(len(src)+len(tail)) {
 				t.Fatalf("truncated: %+v", st)
@@ -740,8 +734,8 @@ func TestRangesByConcurrentWorkers(t *testing.T) {
 		}
 		compared += stats[i].Compared
 	}
-	if compared != size || !bytes.Equal(d.bytes(), src) {
-		t.Fatalf("compared %d of %d; equal %v", compared, size, bytes.Equal(d.bytes(), src))
+	if compared != size || !bytes.Equal(d.Bytes(), src) {
+		t.Fatalf("compared %d of %d; equal %v", compared, size, bytes.Equal(d.Bytes(), src))
 	}
 	if a, b := journalKey("dst", 0, step), journalKey("dst", step, step); a == b {
 		t.Fatal("slices share a journal key")
@@ -794,7 +788,7 @@ func TestBadOptions(t *testing.T) {
 			t.Errorf("%+v: got %v", o, err)
 		}
 	}
-	d.align = 4096
+	d.Align = 4096
 	if _, err := Sync(context.Background(), s, d, &Options{MemoryBudget: 1024}); !errors.Is(err, ErrBadOptions) {
 		t.Errorf("budget below alignment: got %v", err)
 	}
@@ -823,13 +817,13 @@ func TestCrashModes(t *testing.T) {
 			stopAt := int64(5 + rng.IntN(40))
 			var writes, flushes, flushesAtStop atomic.Int64
 			flushesAtStop.Store(-1)
-			d.onWrite = func(int) {
+			d.AfterWrite = func(_, _ int64) {
 				if writes.Add(1) == stopAt {
 					flushesAtStop.Store(flushes.Load())
 					cancel()
 				}
 			}
-			d.onFlush = func() { flushes.Add(1) }
+			d.BeforeFlush = func() { flushes.Add(1) }
 			_, err := Sync(ctx, s, d, opts)
 			cancel()
 			if err != nil && !errors.Is(err, context.Canceled) {
@@ -842,7 +836,7 @@ func TestCrashModes(t *testing.T) {
 				d.crash()
 				boot = "boot-2"
 			}
-			d.onWrite, d.onFlush = nil, nil
+			d.AfterWrite, d.BeforeFlush = nil, nil
 			opts.Verify = true
 			tally.rerun(t, i, src, d, func() (Stats, error) { return Sync(context.Background(), s, d, opts) })
 		}
@@ -861,8 +855,8 @@ func (rt *rerunTally) rerun(t *testing.T, i int, src []byte, d *memDisk, run fun
 	if err != nil {
 		t.Fatalf("run %d: rerun: %v", i, err)
 	}
-	if !bytes.Equal(d.bytes(), src) {
-		t.Fatalf("run %d: target differs at %d after the rerun", i, firstDiff(d.bytes(), src))
+	if !bytes.Equal(d.Bytes(), src) {
+		t.Fatalf("run %d: target differs at %d after the rerun", i, firstDiff(d.Bytes(), src))
 	}
 	rt.runs++
 	if st.Resumed {

@@ -94,3 +94,81 @@ func TestRecordingRecords(t *testing.T) {
 		}
 	}
 }
+
+func TestFaultyAtAByte(t *testing.T) {
+	ctx := context.Background()
+	f := NewFaulty(make([]byte, 16384))
+	f.FailWritesAt(5000)
+	if _, err := f.WriteAt(bytes.Repeat([]byte{1}, 4096), 4096); !errors.Is(err, ErrInjected) {
+		t.Fatalf("a write over the bad byte: %v", err)
+	}
+	if err := f.ZeroRange(ctx, 4096, 4096); !errors.Is(err, ErrInjected) {
+		t.Fatalf("a zeroing over the bad byte: %v", err)
+	}
+	if _, err := f.WriteAt(bytes.Repeat([]byte{1}, 4096), 0); err != nil {
+		t.Fatalf("a write beside the bad byte: %v", err)
+	}
+	f.FailWritesAt(-1)
+	f.DropWritesAt(9000)
+	if n, err := f.WriteAt(bytes.Repeat([]byte{2}, 4096), 8192); n != 4096 || err != nil {
+		t.Fatalf("a dropped write must look written: %d, %v", n, err)
+	}
+	if b := f.Bytes(); b[9000] != 0 || b[0] != 1 {
+		t.Fatal("the dropped write was stored, or the good one lost")
+	}
+	if _, err := f.WriteAt(make([]byte, 4096), 16384); err == nil {
+		t.Fatal("a dropped write past the end must still fail")
+	}
+	if ops := f.Ops(); len(ops) != 2 || ops[0].Off != 0 || ops[1].Off != 8192 || ops[1].Kind != "write" {
+		t.Fatalf("ops %v, want the two accepted writes", ops)
+	}
+	f.FailReadsAt(100, 1)
+	p := make([]byte, 512)
+	if _, err := f.ReadAt(p, 0); err != nil {
+		t.Fatalf("the first read over the bad byte is spared: %v", err)
+	}
+	if _, err := f.ReadAt(p, 0); !errors.Is(err, ErrInjected) {
+		t.Fatalf("the second read over the bad byte: %v", err)
+	}
+	if _, err := f.ReadAt(p, 512); err != nil {
+		t.Fatalf("a read beside the bad byte: %v", err)
+	}
+	if f.Reads() != 3 {
+		t.Fatalf("%d reads counted, want 3", f.Reads())
+	}
+}
+
+func TestFaultyHooks(t *testing.T) {
+	f := NewFaulty(make([]byte, 8192))
+	var before, after, flushes int
+	f.BeforeWrite = func(off, n int64) { before++ }
+	f.AfterWrite = func(off, n int64) {
+		after++
+		if f.InFlight() != 1 {
+			t.Errorf("in flight %d during AfterWrite, want 1", f.InFlight())
+		}
+	}
+	f.BeforeFlush = func() { flushes++ }
+	f.FailAfter.Store(5000)
+	f.WriteAt(make([]byte, 4096), 0)
+	f.WriteAt(make([]byte, 4096), 4096) // fails: FailAfter
+	f.Flush(context.Background())
+	if before != 2 || after != 1 || flushes != 1 || f.InFlight() != 0 {
+		t.Fatalf("before %d after %d flushes %d in flight %d, want 2 1 1 0", before, after, flushes, f.InFlight())
+	}
+}
+
+func TestMemTrimAndDrops(t *testing.T) {
+	b := make([]byte, 16384)
+	b[4096+7] = 1
+	m := NewMem(b)
+	m.Trim(4096)
+	got, _ := m.AllocatedRanges(context.Background(), 0, 16384)
+	if len(got) != 1 || got[0] != (disk.Range{Off: 4096, Len: 4096}) {
+		t.Fatalf("allocated after Trim: %v, want the one page with data", got)
+	}
+	m.DropCache(0, 100)
+	if m.CacheDrops() != 1 {
+		t.Fatal("DropCache not counted")
+	}
+}

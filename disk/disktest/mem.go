@@ -27,7 +27,8 @@ import (
 // Mem is a disk in memory. It is a disk.Target with every optional
 // capability: Zeroer, Flusher, Resizer, WriteLimits, Identifier,
 // Versioner, AllocationMapper (the ranges ever written, less those
-// zeroed), and the context-aware reads and writes. The zero value is not
+// zeroed; Trim forgets zero pages), CacheDropper (counted), and the
+// context-aware reads and writes. The zero value is not
 // usable: use NewMem. Safe for concurrent use.
 type Mem struct {
 	mu      sync.RWMutex
@@ -39,6 +40,7 @@ type Mem struct {
 	// 0, no limit); writes that break them fail.
 	Align, MaxWrite int64
 	flushes         atomic.Int64
+	reads, drops    atomic.Int64
 }
 
 var memSeq atomic.Int64
@@ -75,9 +77,15 @@ func (m *Mem) ReadAt(p []byte, off int64) (int, error) {
 
 // ReadAtContext is ReadAt that fails at once when ctx is done.
 func (m *Mem) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	m.reads.Add(1)
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
+	return m.read(p, off)
+}
+
+// read is ReadAt, uncounted.
+func (m *Mem) read(p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("disktest: read at negative offset %d", off)
 	}
@@ -107,13 +115,10 @@ func (m *Mem) WriteAtContext(ctx context.Context, p []byte, off int64) (int, err
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	if err := m.checkLimits(off, int64(len(p))); err != nil {
-		return 0, err
-	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if off < 0 || off > int64(len(m.b))-int64(len(p)) {
-		return 0, fmt.Errorf("disktest: write [%d,+%d) outside the disk's %d bytes", off, len(p), len(m.b))
+	if err := m.checkWriteLocked(off, int64(len(p))); err != nil {
+		return 0, err
 	}
 	copy(m.b[off:], p)
 	m.written = disk.Normalize(append(m.written, disk.Range{Off: off, Len: int64(len(p))}))
@@ -121,8 +126,28 @@ func (m *Mem) WriteAtContext(ctx context.Context, p []byte, off int64) (int, err
 	return len(p), nil
 }
 
+// checkWrite returns the error a write of [off, off+n) would fail with.
+func (m *Mem) checkWrite(off, n int64) error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.checkWriteLocked(off, n)
+}
+
+func (m *Mem) checkWriteLocked(off, n int64) error {
+	if err := m.checkLimits(off, n); err != nil {
+		return err
+	}
+	if off < 0 || off > int64(len(m.b))-n {
+		return fmt.Errorf("disktest: write [%d,+%d) outside the disk's %d bytes", off, n, len(m.b))
+	}
+	return nil
+}
+
+// checkLimits refuses a change of [off, off+n) that breaks the limits;
+// the tail of a disk whose size is not a multiple of Align may be
+// changed in one piece that ends at the end.
 func (m *Mem) checkLimits(off, n int64) error {
-	if a := m.Align; a > 1 && (off%a != 0 || n%a != 0) {
+	if a := m.Align; a > 1 && (off%a != 0 || (n%a != 0 && off+n != int64(len(m.b)))) {
 		return fmt.Errorf("disktest: [%d,+%d) is not aligned to %d", off, n, a)
 	}
 	if m.MaxWrite > 0 && n > m.MaxWrite {
@@ -136,11 +161,11 @@ func (m *Mem) ZeroRange(ctx context.Context, off, n int64) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if a := m.Align; a > 1 && (off%a != 0 || n%a != 0) {
-		return fmt.Errorf("disktest: zero [%d,+%d) is not aligned to %d", off, n, a)
-	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if a := m.Align; a > 1 && (off%a != 0 || (n%a != 0 && off+n != int64(len(m.b)))) {
+		return fmt.Errorf("disktest: zero [%d,+%d) is not aligned to %d", off, n, a)
+	}
 	if off < 0 || n < 0 || off > int64(len(m.b))-n {
 		return fmt.Errorf("disktest: zero [%d,+%d) outside the disk's %d bytes", off, n, len(m.b))
 	}
@@ -178,6 +203,37 @@ func (m *Mem) Flush(ctx context.Context) error {
 
 // Flushes returns how many times Flush was called.
 func (m *Mem) Flushes() int64 { return m.flushes.Load() }
+
+// Reads returns how many reads were asked of the disk.
+func (m *Mem) Reads() int64 { return m.reads.Load() }
+
+// DropCache counts the call: a Mem has no cache.
+func (m *Mem) DropCache(off, n int64) error {
+	m.drops.Add(1)
+	return nil
+}
+
+// CacheDrops returns how many times DropCache was called.
+func (m *Mem) CacheDrops() int64 { return m.drops.Load() }
+
+// Trim forgets the allocation of every page of the given size that holds
+// only zeros, as a thin disk does when its zero pages are discarded (a
+// NewMem disk reports all of its initial content allocated).
+func (m *Mem) Trim(page int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var keep []disk.Range
+	for s := int64(0); s < int64(len(m.b)); s += page {
+		e := min(s+page, int64(len(m.b)))
+		for _, c := range m.b[s:e] {
+			if c != 0 {
+				keep = append(keep, disk.Range{Off: s, Len: e - s})
+				break
+			}
+		}
+	}
+	m.written = disk.Normalize(keep)
+}
 
 // WriteLimits returns Align (at least 1) and MaxWrite.
 func (m *Mem) WriteLimits() (align, maxWrite int64) { return max(m.Align, 1), m.MaxWrite }
@@ -219,4 +275,5 @@ var (
 	_ disk.AllocationMapper = (*Mem)(nil)
 	_ disk.ReaderAtContext  = (*Mem)(nil)
 	_ disk.WriterAtContext  = (*Mem)(nil)
+	_ disk.CacheDropper     = (*Mem)(nil)
 )
