@@ -1,15 +1,22 @@
 // Package disktest is test support for the words of package disk: an
-// in-memory disk (Mem), a disk that fails or stalls on demand (Faulty), one
-// that records what was done to it (Recording), and a conformance checker
-// (Check, TestTarget) that every Source and Target implementation runs in
-// its own tests, so that local files, page blobs, agent disks and patch's
-// targets behave alike on the same edge cases.
+// in-memory disk (Mem), a disk that fails, stalls or lies on demand and
+// loses unflushed writes (Faulty), one that records what was done to it
+// (Recording), and a conformance checker (Check, TestTarget) that every
+// Source and Target implementation runs in its own tests, so that local
+// files, page blobs, agent disks and patch's targets behave alike on the
+// same edge cases.
 //
 //	func TestConformance(t *testing.T) {
-//		disktest.TestTarget(t, func(t *testing.T, size int64) disk.Target {
-//			return openMyTarget(t, size) // zeros, size bytes, writable
+//		disktest.TestTarget(t, func(ctx context.Context, size int64) (disk.Target, func(), error) {
+//			d, err := openMyTarget(ctx, size) // zeros, size bytes, writable
+//			return d, func() { d.Close() }, err
 //		})
 //	}
+//
+//	d := disktest.NewFaulty(old)
+//	d.FailAfter.Store(1 << 20) // writes fail after 1 MiB
+//	_, err := transfer.Sync(ctx, disktest.NewMem(src), d, opts)
+//	d.Lose()                   // the power went: unflushed writes are gone
 //
 // It is imported by tests only (internal/layering holds the rule).
 package disktest
