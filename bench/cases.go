@@ -88,6 +88,20 @@ func buildDeltasync(dir string) (string, error) {
 	return out, nil
 }
 
+// buildAB builds the deltasync binary and the bench program of the
+// checkout in dir, an earlier build to compare with.
+func buildAB(dir, out string) (deltasync, bench string, err error) {
+	deltasync, bench = filepath.Join(out, "deltasync-ab"), filepath.Join(out, "bench-ab")
+	for _, b := range [][2]string{{deltasync, "./cmd/deltasync"}, {bench, "./bench"}} {
+		cmd := exec.Command("go", "build", "-o", b[0], b[1])
+		cmd.Dir, cmd.Stderr = dir, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return "", "", fmt.Errorf("building %s of the -ab checkout %s: %w", b[1], dir, err)
+		}
+	}
+	return deltasync, bench, nil
+}
+
 func floorTool(both bool) tool {
 	return tool{name: "floor", argv: func(src, dst string) []string {
 		if both {
@@ -205,6 +219,11 @@ func (c *config) syncTools(extra ...string) []tool {
 	ts := []tool{floorTool(true), {name: "deltasync", external: true, mutates: true, argv: func(src, dst string) []string {
 		return append([]string{c.deltasync, "sync", "--json", "--block-size", strconv.FormatInt(c.block, 10)}, append(extra, src, dst)...)
 	}}}
+	if c.ab != "" {
+		ts = append(ts, tool{name: "deltasync-ab", external: true, mutates: true, argv: func(src, dst string) []string {
+			return append([]string{c.ab, "sync", "--json", "--block-size", strconv.FormatInt(c.block, 10)}, append(extra, src, dst)...)
+		}})
+	}
 	for _, p := range c.peers {
 		if p.path != "" {
 			ts = append(ts, p.tool())
@@ -225,6 +244,11 @@ func caseCompare(ctx context.Context, c *config, rep *Report) error {
 		tools := []tool{floorTool(true), {name: "deltasync", argv: func(src, dst string) []string {
 			return []string{"compare", src, dst, strconv.FormatInt(c.block, 10)}
 		}}}
+		if c.abBench != "" {
+			tools = append(tools, tool{name: "deltasync-ab", external: true, argv: func(src, dst string) []string {
+				return []string{c.abBench, "child", "compare", src, dst, strconv.FormatInt(c.block, 10)}
+			}})
+		}
 		if err := measure(ctx, c, rep, sp, src, orig, tools); err != nil {
 			return err
 		}

@@ -54,6 +54,9 @@ type config struct {
 	cases     []string
 	deltasync string
 	peers     []peer
+	// ab is an earlier build measured beside this one (-ab): its
+	// deltasync binary and its bench program (for its compare child).
+	ab, abBench string
 	quick     bool
 }
 
@@ -78,6 +81,7 @@ func run() error {
 	flag.StringVar(&caches, "cache", "warm,cold", "page-cache states to measure: warm, cold")
 	flag.StringVar(&cases, "cases", "compare,sync,subblock,seed", "cases, comma separated: compare, sync, subblock, seed, scale, agent, azurite")
 	flag.StringVar(&c.deltasync, "deltasync", "", "deltasync binary to measure (default: built from this module)")
+	abDir := flag.String("ab", "", "a checkout of an earlier build (e.g. a git worktree): its deltasync and its bench compare are built and measured beside this build's, interleaved, as deltasync-ab, in the compare and sync cases")
 	render := flag.String("render", "", "write the report from these report.json files (comma-separated, merged in order) instead of measuring")
 	flag.Var(&peerFlags, "peer", "another tool to measure, NAME=COMMAND with {src} and {dst} (repeatable); rsync is measured when installed")
 	flag.Parse()
@@ -132,6 +136,11 @@ func run() error {
 	defer os.RemoveAll(c.dir)
 	if c.deltasync == "" {
 		if c.deltasync, err = buildDeltasync(c.dir); err != nil {
+			return err
+		}
+	}
+	if *abDir != "" {
+		if c.ab, c.abBench, err = buildAB(*abDir, c.dir); err != nil {
 			return err
 		}
 	}

@@ -169,7 +169,7 @@ func refineName(r int64) string {
 func (r *Result) print(w io.Writer) {
 	fmt.Fprintf(w, "%s (changed %s):\n", r.Spec.title(), mib(r.Spec.Changed))
 	for _, s := range r.Summary {
-		fmt.Fprintf(w, "  %-10s %7.3fs [%.3f-%.3f]  %5.2fx floor  cpu %6.2fs  anon %6.1f MiB  hwm %7.1f MiB  read %s  written %s",
+		fmt.Fprintf(w, "  %-17s %7.3fs [%.3f-%.3f]  %5.2fx floor  cpu %6.2fs  anon %6.1f MiB  hwm %7.1f MiB  read %s  written %s",
 			s.Tool, s.Seconds, s.SecondsMin, s.SecondsMax, s.Ratio, s.CPUSeconds, s.AnonMiB, s.VmHWMMiB, mib(s.ReadBytes), mib(s.WriteBytes))
 		if s.ToolWritten > 0 || s.Tool == "deltasync" && r.Spec.Case != "compare" {
 			fmt.Fprintf(w, " (own count %s + zeroed %s)", mib(s.ToolWritten), mib(s.ToolZeroed))
