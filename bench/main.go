@@ -57,7 +57,7 @@ type config struct {
 	// ab is an earlier build measured beside this one (-ab): its
 	// deltasync binary and its bench program (for its compare child).
 	ab, abBench string
-	quick     bool
+	quick       bool
 }
 
 type multi []string
