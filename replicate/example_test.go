@@ -10,10 +10,11 @@ import (
 	"github.com/deltasync/deltasync/replicate"
 )
 
-// Retention keeps the 3 newest points and the first point of each of the
-// last 2 hours; times are the target service's clock.
+// Retention keeps the 2 newest points and the newest point of each of the
+// 3 most recent hours that have points (restic's keep-last and
+// keep-hourly); times are the target service's clock.
 func ExamplePolicy_Retain() {
-	p := replicate.Policy{KeepLast: 3, KeepHourly: 2}
+	p := replicate.Policy{KeepLast: 2, KeepHourly: 3}
 	t0 := time.Date(2026, 5, 1, 9, 40, 0, 0, time.UTC)
 	var pts []replicate.Point
 	for i := range 8 {
@@ -30,8 +31,8 @@ func ExamplePolicy_Retain() {
 	}
 	fmt.Println("deleted")
 	// Output:
-	// 10:10 10:55 11:10 11:25 kept
-	// 09:40 09:55 10:25 10:40 deleted
+	// 09:55 10:55 11:10 11:25 kept
+	// 09:40 10:10 10:25 10:40 deleted
 }
 
 // A 30-second interval cuts too many incremental snapshots for a managed

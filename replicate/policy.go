@@ -41,13 +41,26 @@ const (
 //
 // After each successful cycle the recovery points this replicator made
 // are sorted by their Time, which is the target service's own clock (a
-// page blob snapshot's timestamp, chosen by Azure), never this machine's:
-// "now" is the Time of the newest point. A point is kept when it is one
-// of the KeepLast newest, or when it is the oldest point of an hour (UTC,
-// whole hours) among the KeepHourly hours that end with the hour of the
-// newest point. All other points are deleted. Snapshots the replicator
-// did not make (a reprotect's prior-state snapshot, the failover's common
+// page blob snapshot's timestamp, chosen by Azure), never this machine's.
+// The rules are those of restic's forget, and a point is kept when any
+// rule keeps it:
+//
+//   - KeepLast: the n newest points.
+//   - KeepHourly, KeepDaily, KeepWeekly (ISO weeks), KeepMonthly: the
+//     newest point of each of the n most recent hours (days, weeks,
+//     months) that have points; a bucket without points is not counted.
+//   - KeepWithin: every point taken within that duration before the
+//     newest point.
+//
+// Buckets are calendar hours, days, weeks and months in Location (UTC
+// when nil). All other points are deleted. Snapshots the replicator did
+// not make (a reprotect's prior-state snapshot, the failover's common
 // point, anything of the user's) are never deleted.
+//
+// Before this release KeepHourly kept the oldest point of each hour.
+// Points retained that way need no migration: each past hour holds one
+// point, which is then its newest and stays; only the newest hour's
+// points are chosen anew (its oldest may go, its newest stays).
 //
 // # Scrubs
 //
@@ -62,10 +75,24 @@ type Policy struct {
 	// KeepLast is how many of the newest recovery points are kept.
 	// Default 12; at least 1 (the newest point is always kept).
 	KeepLast int
-	// KeepHourly is for how many hours, counted back from the hour of the
-	// newest point, the oldest point of each hour is kept as well.
-	// Default 24; negative: none.
+	// KeepHourly keeps the newest point of each of the KeepHourly most
+	// recent hours that have points. Default 24; negative: none.
 	KeepHourly int
+	// KeepDaily, KeepWeekly and KeepMonthly keep the newest point of
+	// each of that many most recent days, ISO weeks and months that
+	// have points. Default 0: none.
+	KeepDaily, KeepWeekly, KeepMonthly int
+	// KeepWithin keeps every point taken within that duration before
+	// the newest point. Default 0: none.
+	KeepWithin time.Duration
+	// Location is the time zone of the hours, days, weeks and months.
+	// Default (nil) UTC.
+	Location *time.Location
+	// PointEveryCycle cuts a point even when a cycle changed nothing.
+	// By default such a cycle keeps the newest point, which already
+	// holds its state, when the target's version proves it (see
+	// CycleReport.PointKept).
+	PointEveryCycle bool
 	// ScrubEvery makes every ScrubEvery-th cycle compare everything,
 	// counting from the last cycle that did. Default 288; 1: every cycle;
 	// negative: never (hints are trusted until one of the other fallback
@@ -119,9 +146,24 @@ func (p Policy) withDefaults() Policy {
 
 // MaxPoints is the most recovery points the policy keeps at once, plus
 // one: the point of a cycle exists before retention deletes the oldest.
+// Points are at least Interval apart, which bounds KeepWithin's.
 func (p Policy) MaxPoints() int {
 	d := p.withDefaults()
-	return d.KeepLast + max(d.KeepHourly, 0) + 1
+	return d.KeepLast + d.bucketed() + d.within() + 1
+}
+
+// bucketed is how many points the bucket rules keep at most.
+func (d Policy) bucketed() int {
+	return max(d.KeepHourly, 0) + max(d.KeepDaily, 0) + max(d.KeepWeekly, 0) + max(d.KeepMonthly, 0)
+}
+
+// within is how many points KeepWithin keeps at most: one per Interval
+// in the window, and the newest.
+func (d Policy) within() int {
+	if d.KeepWithin <= 0 {
+		return 0
+	}
+	return int(d.KeepWithin/d.Interval) + 1
 }
 
 // Validate checks the policy on its own and, for each quota given,
@@ -130,8 +172,8 @@ func (p Policy) MaxPoints() int {
 // reprotect's prior state) must fit MaxSnapshots, and one point per
 // Interval must fit the rate. Errors wrap ErrBadPolicy.
 func (p Policy) Validate(reserve int, quotas ...Quota) error {
-	if p.Interval < 0 || p.KeepLast < 0 {
-		return fmt.Errorf("%w: negative interval %v or keep-last %d", ErrBadPolicy, p.Interval, p.KeepLast)
+	if p.Interval < 0 || p.KeepLast < 0 || p.KeepWithin < 0 {
+		return fmt.Errorf("%w: negative interval %v, keep-last %d or keep-within %v", ErrBadPolicy, p.Interval, p.KeepLast, p.KeepWithin)
 	}
 	d := p.withDefaults()
 	if d.Interval < time.Millisecond {
@@ -139,8 +181,8 @@ func (p Policy) Validate(reserve int, quotas ...Quota) error {
 	}
 	for _, q := range quotas {
 		if n := d.MaxPoints() + reserve; q.MaxSnapshots > 0 && n > q.MaxSnapshots {
-			return fmt.Errorf("%w: keeps up to %d snapshots (%d last + %d hourly + 1 being cut + %d reserved), %s allow %d",
-				ErrBadPolicy, n, d.KeepLast, max(d.KeepHourly, 0), reserve, q.Name, q.MaxSnapshots)
+			return fmt.Errorf("%w: keeps up to %d snapshots (%d last + %d hourly, daily, weekly and monthly + %d within %v + 1 being cut + %d reserved), %s allow %d",
+				ErrBadPolicy, n, d.KeepLast, d.bucketed(), d.within(), d.KeepWithin, reserve, q.Name, q.MaxSnapshots)
 		}
 		if q.RateCount > 0 && q.RatePeriod > 0 {
 			// Cycles start at least Interval apart: at most
@@ -169,17 +211,33 @@ func (p Policy) Retain(points []Point) (keep, drop []Point) {
 	for i := max(0, len(ps)-d.KeepLast); i < len(ps); i++ {
 		kept[i] = true
 	}
-	if d.KeepHourly > 0 {
-		newest := ps[len(ps)-1].Time.UTC().Truncate(time.Hour)
-		first := newest.Add(-time.Duration(d.KeepHourly-1) * time.Hour)
-		seen := map[time.Time]bool{}
-		for i, pt := range ps { // oldest first: the first of each hour wins
-			h := pt.Time.UTC().Truncate(time.Hour)
-			if h.Before(first) || seen[h] {
-				continue
+	loc := d.Location
+	if loc == nil {
+		loc = time.UTC
+	}
+	for _, r := range []struct {
+		n      int
+		bucket func(t time.Time) int
+	}{
+		{d.KeepHourly, func(t time.Time) int { return t.Year()*1_000_000 + t.YearDay()*100 + t.Hour() }},
+		{d.KeepDaily, func(t time.Time) int { return t.Year()*1000 + t.YearDay() }},
+		{d.KeepWeekly, func(t time.Time) int { y, w := t.ISOWeek(); return y*100 + w }},
+		{d.KeepMonthly, func(t time.Time) int { return t.Year()*100 + int(t.Month()) }},
+	} {
+		last, n := -1, r.n
+		for i := len(ps) - 1; i >= 0 && n > 0; i-- { // newest first: the newest of each bucket wins
+			if b := r.bucket(ps[i].Time.In(loc)); b != last {
+				kept[i], last = true, b
+				n--
 			}
-			seen[h] = true
-			kept[i] = true
+		}
+	}
+	if d.KeepWithin > 0 {
+		from := ps[len(ps)-1].Time.Add(-d.KeepWithin)
+		for i, pt := range ps {
+			if !pt.Time.Before(from) {
+				kept[i] = true
+			}
 		}
 	}
 	for i, pt := range ps {
