@@ -34,6 +34,10 @@ type diskState struct {
 	Pending []disk.Range `json:"pending,omitempty"`
 	// Points are the recovery points this replicator made, oldest first.
 	Points []Point `json:"points,omitempty"`
+	// PointVersion is the target's version (disk.Versioner) read just
+	// after the newest point was cut: while the target still has it, the
+	// newest point holds the target's content. "" when unknown.
+	PointVersion string `json:"pointVersion,omitempty"`
 }
 
 // member is one source and target pair: the machinery of a cycle, shared
@@ -204,6 +208,10 @@ func (d *member) cycle(ctx context.Context, v View, tk taken, frozen time.Time) 
 		return rep, err
 	}
 
+	// The target's version before the sync: the evidence that nobody
+	// wrote it since its newest point (the sync's own bookkeeping, such
+	// as a witness's marks, may move the version without changing data).
+	before := d.targetVersion(ctx)
 	t0 := time.Now()
 	opts := d.opts
 	opts.Hints = hints
@@ -218,13 +226,26 @@ func (d *member) cycle(ctx context.Context, v View, tk taken, frozen time.Time) 
 			return rep, fmt.Errorf("replicate: disk %q: flushing before the recovery point: %w", d.name, err)
 		}
 	}
-	pt, err := d.target.CreatePoint(ctx)
-	rep.Cut = time.Since(t0)
-	if err != nil {
-		return rep, fmt.Errorf("replicate: disk %q: cutting the recovery point: %w", d.name, err)
+	var pt Point
+	if why := d.pointCurrent(st, before); why == "" {
+		// Nothing changed and the target is as its newest point holds
+		// it: that point stands for this cycle too.
+		d.mu.Lock()
+		pt = d.st.Points[len(d.st.Points)-1]
+		d.mu.Unlock()
+		rep.PointKept = true
+	} else {
+		rep.PointReason = why
+		pt, err = d.target.CreatePoint(ctx)
+		if err != nil {
+			rep.Cut = time.Since(t0)
+			return rep, fmt.Errorf("replicate: disk %q: cutting the recovery point: %w", d.name, err)
+		}
+		pt.View, pt.ViewTime = v.ID(), v.Time()
 	}
-	pt.View, pt.ViewTime = v.ID(), v.Time()
+	rep.Cut = time.Since(t0)
 	rep.Point = pt
+	pointVersion := d.targetVersion(ctx)
 
 	d.mu.Lock()
 	old := d.base
@@ -239,7 +260,10 @@ func (d *member) cycle(ctx context.Context, v View, tk taken, frozen time.Time) 
 		d.st.SinceFull++
 	}
 	d.st.Pending = nil
-	d.st.Points = append(d.st.Points, pt)
+	if !rep.PointKept {
+		d.st.Points = append(d.st.Points, pt)
+	}
+	d.st.PointVersion = pointVersion
 	d.mu.Unlock()
 	var warn []error
 	if d.dirty != nil {
@@ -270,6 +294,50 @@ func (d *member) cycle(ctx context.Context, v View, tk taken, frozen time.Time) 
 	}
 	rep.Warning = errors.Join(warn...)
 	return rep, nil
+}
+
+// targetVersion returns the target's version, or "" when it has none or
+// it cannot be read.
+func (d *member) targetVersion(ctx context.Context) string {
+	if vr, ok := d.target.(disk.Versioner); ok {
+		if v, err := vr.Version(ctx); err == nil {
+			return v
+		}
+	}
+	return ""
+}
+
+// pointCurrent returns "" when the cycle may keep the newest point instead
+// of cutting one, or why it may not. It may when the sync changed
+// nothing and the target's version before the sync (before) was still
+// the one read at the end of the cycle that cut or kept the newest point
+// (evidence that nobody wrote it since); a target without a version, a
+// group member and a policy of a point every cycle always cut one.
+func (d *member) pointCurrent(st transfer.Stats, before string) string {
+	if d.policy.PointEveryCycle {
+		return "a point every cycle (policy)"
+	}
+	if d.freezer == nil {
+		return "a group cuts its points together"
+	}
+	if st.Written+st.Zeroed > 0 || st.ResizedFrom != -1 || st.Resumed {
+		return "the cycle changed the target"
+	}
+	d.mu.Lock()
+	n, want := len(d.st.Points), d.st.PointVersion
+	d.mu.Unlock()
+	if n == 0 {
+		return "no point yet"
+	}
+	switch {
+	case before == "":
+		return "the target has no version to prove its newest point current"
+	case want == "":
+		return "no version was recorded with the newest point"
+	case before != want:
+		return "the target was written since its newest point"
+	}
+	return ""
 }
 
 // fail records a failed cycle: the view is released, the base kept.

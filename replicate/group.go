@@ -293,6 +293,10 @@ func (g *Group) Run(ctx context.Context) error {
 		for _, d := range g.disks {
 			d.addSkipped(n)
 		}
+	}, func(t time.Time) {
+		for _, d := range g.disks {
+			d.setNext(t)
+		}
 	})
 }
 

@@ -45,6 +45,10 @@ type Config struct {
 	// process then starts with a full comparison and does not delete
 	// the points of an earlier one.
 	StateFile string
+	// OnCycle, when set, is called at the end of every cycle, successful
+	// or not, with its report and error, on the goroutine that ran it:
+	// the place for a service's log line and metrics.
+	OnCycle func(CycleReport, error)
 }
 
 // CycleReport describes one cycle of one disk.
@@ -65,10 +69,15 @@ type CycleReport struct {
 	// Stats are the sync's: Written+Zeroed are the bytes sent,
 	// SourceRead and TargetRead the bytes read.
 	Stats transfer.Stats
-	// Point is the recovery point cut; Deleted the points the retention
-	// policy deleted after it.
-	Point   Point
-	Deleted []Point
+	// Point is the recovery point cut, or, when PointKept, the newest
+	// point, which the cycle found current: it changed nothing, and the
+	// target's version proves nobody wrote it since that point was cut
+	// (so no new point was cut). PointReason says why a point was cut.
+	// Deleted are the points the retention policy deleted after it.
+	Point       Point
+	PointKept   bool
+	PointReason string
+	Deleted     []Point
 	// Started is when the view was frozen, on this machine's clock.
 	// Freeze, Sync and Cut are the time spent freezing, syncing and
 	// cutting the point; Elapsed the whole cycle.
@@ -94,16 +103,22 @@ type Status struct {
 	// LastSuccess is when the last successful cycle ended (this
 	// machine's clock).
 	LastSuccess time.Time
-	// LastFrozen is when the newest recovery point's view was frozen
-	// (this machine's clock) and LastViewTime the same on the source's
-	// clock.
+	// LastFrozen is when the view of the last successful cycle was
+	// frozen (this machine's clock) and LastViewTime the same on the
+	// source's clock: the newest recovery point holds the source as of
+	// then, whether that cycle cut it or found it current
+	// (CycleReport.PointKept).
 	LastFrozen   time.Time
 	LastViewTime time.Time
-	// Lag is how far the newest recovery point is behind the source: the
-	// time since its view was frozen (0 before the first cycle). It is a
-	// duration on this machine's monotonic clock, so clock offsets
-	// between machines do not enter it.
+	// Lag is the recovery point objective met: the time since LastFrozen
+	// (0 before the first cycle), whether or not that cycle found
+	// changes. It is a duration on this machine's monotonic clock, so
+	// clock offsets between machines do not enter it.
 	Lag time.Duration
+	// Next is when Run starts the next cycle: Interval after the start
+	// of the running or last one, or at once after an overrun (zero
+	// outside Run).
+	Next time.Time
 	// LastCycle is the report of the last successful cycle.
 	LastCycle CycleReport
 	// Points are the recovery points the replicator made and keeps,
@@ -122,6 +137,7 @@ type Replicator struct {
 	freezer Freezer
 	sem     chan struct{}
 	sched   schedule
+	onCycle func(CycleReport, error)
 }
 
 // New returns a Replicator for cfg. It validates the policy against the
@@ -140,7 +156,7 @@ func New(cfg Config) (*Replicator, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Replicator{d: d, freezer: cfg.Source, sem: make(chan struct{}, 1), sched: schedule{interval: d.policy.Interval}}, nil
+	return &Replicator{d: d, freezer: cfg.Source, sem: make(chan struct{}, 1), sched: schedule{interval: d.policy.Interval}, onCycle: cfg.OnCycle}, nil
 }
 
 // Cycle runs one cycle: take the dirty map's ranges (if any), freeze the
@@ -148,13 +164,16 @@ func New(cfg Config) (*Replicator, error) {
 // for when), sync, flush, cut a recovery point, apply the retention
 // policy. A failed cycle leaves the previous recovery point as the newest
 // and its hints are covered again by the next cycle.
-func (r *Replicator) Cycle(ctx context.Context) (CycleReport, error) {
+func (r *Replicator) Cycle(ctx context.Context) (rep CycleReport, err error) {
 	select {
 	case r.sem <- struct{}{}:
 	case <-ctx.Done():
 		return CycleReport{Disk: r.d.name}, ctx.Err()
 	}
 	defer func() { <-r.sem }()
+	if r.onCycle != nil {
+		defer func() { r.onCycle(rep, err) }()
+	}
 	r.d.setRunning(true)
 	defer r.d.setRunning(false)
 
@@ -167,7 +186,7 @@ func (r *Replicator) Cycle(ctx context.Context) (CycleReport, error) {
 		r.d.failFreeze(err)
 		return CycleReport{Disk: r.d.name, Started: frozen, Freeze: frozen.Sub(start)}, err
 	}
-	rep, err := r.d.cycle(ctx, v, tk, frozen)
+	rep, err = r.d.cycle(ctx, v, tk, frozen)
 	rep.Freeze = frozen.Sub(start)
 	if err != nil {
 		rep.Elapsed = time.Since(start)
@@ -187,7 +206,7 @@ func (r *Replicator) Cycle(ctx context.Context) (CycleReport, error) {
 // next tick; an overrunning cycle makes Run skip the missed ticks and
 // start the next cycle at once (see Policy).
 func (r *Replicator) Run(ctx context.Context) error {
-	return r.sched.run(ctx, func(ctx context.Context) { r.Cycle(ctx) }, r.d.addSkipped)
+	return r.sched.run(ctx, func(ctx context.Context) { r.Cycle(ctx) }, r.d.addSkipped, r.d.setNext)
 }
 
 // Status returns the replicator's status. It may be called at any time,
@@ -208,6 +227,12 @@ func (d *member) points() []Point {
 func (d *member) setRunning(b bool) {
 	d.mu.Lock()
 	d.stat.Running = b
+	d.mu.Unlock()
+}
+
+func (d *member) setNext(t time.Time) {
+	d.mu.Lock()
+	d.stat.Next = t
 	d.mu.Unlock()
 }
 
@@ -244,7 +269,7 @@ type schedule struct {
 	interval time.Duration
 }
 
-func (s schedule) run(ctx context.Context, cycle func(context.Context), skipped func(int)) error {
+func (s schedule) run(ctx context.Context, cycle func(context.Context), skipped func(int), next func(time.Time)) error {
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -254,6 +279,7 @@ func (s schedule) run(ctx context.Context, cycle func(context.Context), skipped 
 		case <-t.C:
 		}
 		start := time.Now()
+		next(start.Add(s.interval))
 		cycle(ctx)
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -265,6 +291,9 @@ func (s schedule) run(ctx context.Context, cycle func(context.Context), skipped 
 			// next cycle starts now.
 			skipped(int(took / s.interval))
 			wait = 0
+		}
+		if wait == 0 {
+			next(time.Now())
 		}
 		t.Reset(wait)
 	}

@@ -1,0 +1,103 @@
+package replicate
+
+import (
+	"bytes"
+	"context"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/deltasync/deltasync/disk"
+)
+
+// noVersion hides a FileTarget's Versioner: nothing proves its newest
+// point current.
+type noVersion struct {
+	disk.Target
+	Points
+}
+
+// TestPointKeptOnlyWithEvidence: a cycle that changes nothing keeps the
+// newest point instead of cutting one, but only while the target's
+// version proves nobody wrote it since that point; a target written
+// behind the replicator's back, or without a version, gets a new point.
+func TestPointKeptOnlyWithEvidence(t *testing.T) {
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(31, 32))
+	sp, tgt, dir := localPair(t, rng, 2<<20)
+	src := openSource(t, sp)
+	r, err := New(Config{Source: Quiesced(src, nil), Target: tgt, Policy: Policy{KeepLast: 10, KeepHourly: -1},
+		StateFile: filepath.Join(dir, "state")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cycle := func(wantKept bool) CycleReport {
+		t.Helper()
+		rep, err := r.Cycle(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.PointKept != wantKept {
+			t.Fatalf("cycle %d: point kept %v (%s), want %v", rep.Cycle, rep.PointKept, rep.PointReason, wantKept)
+		}
+		return rep
+	}
+	first := cycle(false)
+	second := cycle(true)
+	if second.Point.ID != first.Point.ID || len(r.Status().Points) != 1 {
+		t.Fatalf("the unchanged cycle's point %s, want %s; %d points", second.Point.ID, first.Point.ID, len(r.Status().Points))
+	}
+	if r.Status().LastFrozen != second.Started {
+		t.Fatal("the status's freeze time is not the unchanged cycle's: the lag would grow while the point is current")
+	}
+	// Someone writes the target and puts the bytes back: its content is
+	// the source's again, so the sync writes nothing, but the version
+	// moved: the point may not stand for the target.
+	f, err := os.OpenFile(tgt.Path(), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := make([]byte, 8)
+	f.ReadAt(old, 1000)
+	f.WriteAt([]byte("scribble"), 1000)
+	f.WriteAt(old, 1000)
+	f.Close()
+	third := cycle(false)
+	if third.Bytes() != 0 || len(r.Status().Points) != 2 {
+		t.Fatalf("after a write behind its back: sent %d, %d points", third.Bytes(), len(r.Status().Points))
+	}
+	cycle(true)
+	r.Close(ctx)
+
+	// A new process keeps the evidence in its state file.
+	r, err = New(Config{Source: Quiesced(src, nil), Target: tgt, Policy: Policy{KeepLast: 10, KeepHourly: -1},
+		StateFile: filepath.Join(dir, "state")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cycle(true)
+	r.Close(ctx)
+
+	// No version, no evidence: every cycle cuts a point.
+	r, err = New(Config{Source: Quiesced(src, nil), Target: noVersion{tgt, tgt}, Policy: Policy{KeepLast: 10, KeepHourly: -1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cycle(false)
+	if rep := cycle(false); rep.PointReason == "" {
+		t.Fatal("no reason given for the point cut")
+	}
+	// The policy can ask for a point every cycle.
+	r, err = New(Config{Source: Quiesced(src, nil), Target: tgt, Policy: Policy{KeepLast: 10, KeepHourly: -1, PointEveryCycle: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cycle(false)
+	cycle(false)
+	s, _ := os.ReadFile(sp)
+	d, _ := os.ReadFile(tgt.Path())
+	if !bytes.Equal(s, d) {
+		t.Fatal("target differs")
+	}
+}
