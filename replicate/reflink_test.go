@@ -1,0 +1,157 @@
+package replicate
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/deltasync/deltasync/localdisk"
+)
+
+// xfsDir mounts a new XFS filesystem (mkfs.xfs on a loop device over a
+// sparse file) and returns its mount point, or skips saying why.
+func xfsDir(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for a loop device and a mount")
+	}
+	for _, tool := range []string{"losetup", "mkfs.xfs", "mount", "umount"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs %s (xfsprogs, mount): %v", tool, err)
+		}
+	}
+	img := filepath.Join(t.TempDir(), "xfs.img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 512<<20); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("losetup", "-f", "--show", img).CombinedOutput()
+	if err != nil {
+		t.Skipf("no loop device: %v: %s", err, out)
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	if out, err := exec.Command("mkfs.xfs", "-q", "-m", "reflink=1", dev).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.xfs: %v: %s", err, out)
+	}
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "xfs", dev, mnt).CombinedOutput(); err != nil {
+		t.Skipf("mount: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
+			t.Errorf("umount: %v: %s", err, out)
+		}
+	})
+	return mnt
+}
+
+// TestReflinkFreezer replicates an image on XFS frozen by reflink
+// copies, to a FileTarget on the same filesystem (whose points are
+// reflinks too), writing the source between cycles: each view holds the
+// source as it was at its freeze, released views are deleted, and the
+// target ends identical.
+func TestReflinkFreezer(t *testing.T) {
+	ctx := context.Background()
+	dir := xfsDir(t)
+	rng := rand.New(rand.NewPCG(41, 42))
+	sp := filepath.Join(dir, "vm1.img")
+	data := make([]byte, 16<<20)
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	if err := os.WriteFile(sp, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fr, err := NewReflinkFreezer(sp, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fr.Close()
+
+	// A view does not see writes made after its freeze.
+	v, err := fr.Freeze(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(sp, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.WriteAt(bytes.Repeat([]byte{0xAB}, 4096), 1<<20)
+	got := make([]byte, 4096)
+	if _, err := v.ReadAt(got, 1<<20); err != nil || !bytes.Equal(got, data[1<<20:1<<20+4096]) {
+		t.Fatalf("the view sees a write made after its freeze (%v)", err)
+	}
+	if err := v.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if views, _ := filepath.Glob(filepath.Join(dir, ".vm1.img.view-*")); len(views) != 0 {
+		t.Fatalf("a released view is left: %v", views)
+	}
+
+	d, err := localdisk.OpenTarget(filepath.Join(dir, "replica.img"), localdisk.TargetOptions{Create: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	r, err := New(Config{Source: fr, Target: &FileTarget{Disk: d}, Policy: Policy{KeepLast: 2, KeepHourly: -1}, StateFile: filepath.Join(dir, "state")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		if _, err := f.WriteAt(bytes.Repeat([]byte{byte(i)}, 8192), int64(i)<<20+512); err != nil {
+			t.Fatal(err)
+		}
+		rep, err := r.Cycle(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("cycle %d: view %s, sent %d", rep.Cycle, rep.View, rep.Bytes())
+		s, _ := os.ReadFile(sp)
+		tg, _ := os.ReadFile(d.Path())
+		if !bytes.Equal(s, tg) {
+			t.Fatalf("cycle %d: the target differs from the source", rep.Cycle)
+		}
+	}
+	// The base view of the next cycle is kept; the others are gone.
+	if views, _ := filepath.Glob(filepath.Join(dir, ".vm1.img.view-*")); len(views) != 1 {
+		t.Fatalf("views left: %v, want the base only", views)
+	}
+	if err := r.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestReflinkRefusedWithoutReflinks: on a filesystem without reflinks
+// (ext4, tmpfs) the freezer says so, and no trial copy is left.
+func TestReflinkRefusedWithoutReflinks(t *testing.T) {
+	dir := t.TempDir()
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Type == unix.XFS_SUPER_MAGIC || st.Type == unix.BTRFS_SUPER_MAGIC {
+		t.Skip("the temporary folder's filesystem has reflinks")
+	}
+	sp := filepath.Join(dir, "vm1.img")
+	os.WriteFile(sp, make([]byte, 1<<20), 0o644)
+	_, err := NewReflinkFreezer(sp, "")
+	if !errors.Is(err, ErrNoReflink) || !strings.Contains(err.Error(), "XFS") {
+		t.Fatalf("got %v, want ErrNoReflink saying what to use", err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".vm1.img.view-*")); len(left) != 0 {
+		t.Fatalf("left %v", left)
+	}
+}
