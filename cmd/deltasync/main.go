@@ -32,6 +32,10 @@ commands:
   diff SRC SIG -o PATCH    write a patch turning the signed disk into SRC
   apply PATCH DST          check DST is the patch's base, then apply it
   agent -listen ADDR -disk NAME=PATH ...   serve disks to remote runs (agent://HOST:PORT/NAME)
+  replicate SRC DST        replicate in cycles until stopped, a recovery point each (-once: one cycle)
+  reprotect FAILED-OVER ORIGINAL   fail back: keep the original's prior state, send only the differences
+  status [NAME]            show a replication's lag, last and next cycle, points and errors
+  points list DST          list, restore (points restore DST POINT TO) or delete a target's recovery points
   version          print the version and the VCS revision of this binary
 
 'deltasync COMMAND -h' lists the flags of a command; flags may come before
@@ -50,11 +54,12 @@ func main() {
 	var ie *interruptedError
 	switch {
 	case err == nil:
-	case errors.Is(err, errHelp):
+	case errors.Is(err, errHelp), errors.Is(err, errStopped):
+		// errStopped: a service (replicate) stopped cleanly by a signal.
 	case errors.Is(err, errDiffer):
 		fmt.Fprintln(os.Stderr, "deltasync:", message(err))
 		os.Exit(1)
-	case errors.As(err, &ie) || (caught.Load() != nil && (len(os.Args) < 2 || os.Args[1] != "agent")):
+	case errors.As(err, &ie) || (caught.Load() != nil && (len(os.Args) < 2 || os.Args[1] != "agent" && os.Args[1] != "replicate" && os.Args[1] != "reprotect")):
 		// A one-shot command stopped by a signal; the agent, a
 		// service, ends with status 0 after a clean stop.
 		if ie == nil {
@@ -92,6 +97,14 @@ func run(ctx context.Context, args []string) error {
 		return cmdApply(ctx, args[1:])
 	case "agent":
 		return cmdAgent(ctx, args[1:])
+	case "replicate":
+		return cmdReplicate(ctx, args[1:])
+	case "reprotect":
+		return cmdReprotect(ctx, args[1:])
+	case "status":
+		return cmdStatus(ctx, args[1:])
+	case "points":
+		return cmdPoints(ctx, args[1:])
 	case "version", "-version", "--version":
 		return cmdVersion(args[1:])
 	case "-h", "-help", "--help", "help":

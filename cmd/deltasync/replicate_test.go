@@ -1,0 +1,306 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// logLines parses the JSON log lines of a replicate run.
+func logLines(t *testing.T, stderr string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(stderr))
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("a log line that is not JSON: %q", sc.Text())
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// cycleLines are the log lines of ended cycles.
+func cycleLines(t *testing.T, stderr string) []map[string]any {
+	var out []map[string]any
+	for _, m := range logLines(t, stderr) {
+		if _, ok := m["cycle"]; ok {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func statusOf(t *testing.T, state, name string) statusView {
+	t.Helper()
+	o := runCmd(t, "status", "-state-dir", state, "-json", name)
+	want(t, o, 0)
+	var vs []statusView
+	if err := json.Unmarshal([]byte(o.stdout), &vs); err != nil || len(vs) != 1 {
+		t.Fatalf("status -json: %v\n%s", err, o)
+	}
+	return vs[0]
+}
+
+// TestReplicateOnce runs replication cycles one at a time as cron would,
+// with a careless user writing the target between them, and reads the
+// result back with cmp-like checks of its own.
+func TestReplicateOnce(t *testing.T) {
+	rng := newRand(t)
+	dir := t.TempDir()
+	srcPath, dstPath, state := filepath.Join(dir, "vm1.img"), filepath.Join(dir, "replica.img"), filepath.Join(dir, "state")
+	src := randomBytes(rng, 8*miB)
+	writeFile(t, srcPath, src)
+	args := []string{"replicate", "-once", "-state-dir", state, "-keep-last", "3", "-keep-hourly", "0", "-log-format", "json", srcPath, dstPath}
+
+	// 1. A missing target is seeded.
+	o := runCmd(t, args...)
+	want(t, o, 0)
+	cl := cycleLines(t, o.stderr)
+	if len(cl) != 1 || cl[0]["msg"] != "cycle done" || cl[0]["written"].(float64) != float64(len(src)) {
+		t.Fatalf("first cycle: %v\n%s", cl, o)
+	}
+	sameBytes(t, "the target after the first cycle", dstPath, src)
+	st := statusOf(t, state, "replica")
+	if st.Cycles != 1 || len(st.Points) != 1 || st.Running || st.State != "stopped" || st.LagSeconds < 0 {
+		t.Fatalf("status after one cycle: %+v", st)
+	}
+
+	// 2. Nothing changed: no new point, the newest is current.
+	o = runCmd(t, args...)
+	want(t, o, 0)
+	cl = cycleLines(t, o.stderr)
+	if len(cl) != 1 || cl[0]["point_kept"] != true || cl[0]["written"].(float64) != 0 {
+		t.Fatalf("an unchanged cycle: %v\n%s", cl, o)
+	}
+	if st := statusOf(t, state, "replica"); len(st.Points) != 1 || !st.LastCycle.PointKept {
+		t.Fatalf("status after an unchanged cycle: %+v", st.statusFile)
+	}
+
+	// 3. A careless user writes the target: the next cycle repairs it
+	// and cuts a point (the newest no longer holds the target).
+	f, err := os.OpenFile(dstPath, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte("scribble"), 3*miB+17)
+	f.Close()
+	o = runCmd(t, args...)
+	want(t, o, 0)
+	cl = cycleLines(t, o.stderr)
+	if len(cl) != 1 || cl[0]["point_kept"] != false || cl[0]["written"].(float64) == 0 {
+		t.Fatalf("a cycle after the target was written: %v\n%s", cl, o)
+	}
+	sameBytes(t, "the target after it was written and replicated again", dstPath, src)
+
+	// 4. The source changes; retention keeps the 3 newest.
+	for i := range 3 {
+		copy(src[int64(i)*miB:], randomBytes(rng, 4096))
+		writeFile(t, srcPath, src)
+		want(t, runCmd(t, args...), 0)
+	}
+	sameBytes(t, "the target", dstPath, src)
+	o = runCmd(t, "points", "list", "-json", dstPath)
+	want(t, o, 0)
+	var pts []struct {
+		ID   string `json:"id"`
+		Size int64  `json:"size"`
+	}
+	if err := json.Unmarshal([]byte(o.stdout), &pts); err != nil || len(pts) != 3 {
+		t.Fatalf("points list: %v, %d points, want 3\n%s", err, len(pts), o)
+	}
+	if st := statusOf(t, state, "replica"); len(st.Points) != 3 || st.Points[2].ID != pts[2].ID {
+		t.Fatalf("status points %v, listed %v", st.Points, pts)
+	}
+	// The newest point is the source now; restoring it is a test
+	// failover that leaves the target alone.
+	out := filepath.Join(dir, "restored.img")
+	o = runCmd(t, "points", "restore", dstPath, pts[2].ID, out)
+	want(t, o, 0, "verified")
+	sameBytes(t, "the restored newest point", out, src)
+	// Deleting a point.
+	want(t, runCmd(t, "points", "delete", dstPath, pts[0].ID), 0)
+	o = runCmd(t, "points", "list", dstPath)
+	if strings.Contains(o.stdout, pts[0].ID) || !strings.Contains(o.stdout, pts[1].ID) {
+		t.Fatalf("after deleting %s:\n%s", pts[0].ID, o)
+	}
+}
+
+func freePort(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// waitFor polls f every 50 ms for up to d.
+func waitFor(t *testing.T, d time.Duration, what string, f func() bool) {
+	t.Helper()
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if f() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+func httpGet(url string) (int, string) {
+	r, err := http.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer r.Body.Close()
+	b, _ := io.ReadAll(r.Body)
+	return r.StatusCode, string(b)
+}
+
+// TestReplicateService runs replication as a service: cycles every
+// second, metrics and health on loopback, a second replicator refused,
+// and SIGTERM in the middle of a slow cycle: exit 0, no point cut by it,
+// and the next start continues.
+func TestReplicateService(t *testing.T) {
+	rng := newRand(t)
+	dir := t.TempDir()
+	srcPath, dstPath, state := filepath.Join(dir, "vm1.img"), filepath.Join(dir, "replica.img"), filepath.Join(dir, "state")
+	src := randomBytes(rng, 16*miB) // over the bandwidth limiter's burst (one write size)
+	writeFile(t, srcPath, src)
+	addr := freePort(t)
+	cmd, _, se := command(t, "replicate", "-interval", "1s", "-state-dir", state, "-keep-hourly", "0", "-log-format", "json",
+		"-metrics", addr, srcPath, dstPath)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer func() {
+		cmd.Process.Kill()
+	}()
+	waitFor(t, 20*time.Second, "two cycles", func() bool {
+		v, err := readStatus(state, "replica")
+		return err == nil && v.Cycles >= 2
+	})
+	if v, _ := readStatus(state, "replica"); !v.Running || v.State != "running" || v.Next.IsZero() {
+		t.Fatalf("status while running: %+v", v)
+	}
+	code, body := httpGet("http://" + addr + "/metrics")
+	if code != 200 {
+		t.Fatalf("/metrics: %d %s", code, body)
+	}
+	for _, m := range []string{`deltasync_replication_cycles_total{disk="replica",result="success"}`, `deltasync_replication_lag_seconds{disk="replica"}`,
+		`deltasync_replication_bytes_total{disk="replica",kind="written"} 1.6777216e+07`, `deltasync_replication_points{disk="replica"} 1`} {
+		if !strings.Contains(body, m) {
+			t.Errorf("/metrics lacks %s", m)
+		}
+	}
+	if code, body := httpGet("http://" + addr + "/readyz"); code != 200 {
+		t.Errorf("/readyz: %d %s", code, body)
+	}
+	if code, _ := httpGet("http://" + addr + "/healthz"); code != 200 {
+		t.Errorf("/healthz: %d", code)
+	}
+	// A second replicator of the same replication is refused.
+	o := runCmd(t, "replicate", "-once", "-state-dir", state, srcPath, dstPath)
+	want(t, o, 2, "another deltasync replicate")
+
+	// SIGTERM while running: exit 0, state saved.
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("stopped by SIGTERM: %v\n%s", err, se)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no exit 10 s after SIGTERM\n%s", se)
+	}
+	sameBytes(t, "the target", dstPath, src)
+	v, err := readStatus(state, "replica")
+	if err != nil || v.Running || v.State != "stopped" || v.Note != "" {
+		t.Fatalf("status after SIGTERM: %+v %v", v, err)
+	}
+	if !strings.Contains(se.String(), "stopped by a signal") {
+		t.Errorf("the log does not say the service was stopped by a signal:\n%s", se)
+	}
+
+	// A slow cycle stopped by SIGTERM cuts no point; the next start
+	// finishes the work.
+	before := len(v.Points)
+	for i := 0; i < len(src); i += 64 * kiB {
+		src[i] ^= 0xff
+	}
+	writeFile(t, srcPath, src)
+	cmd2, _, se2 := command(t, "replicate", "-once", "-bwlimit", "1M", "-state-dir", state, "-keep-hourly", "0", "-log-format", "json", srcPath, dstPath)
+	if err := cmd2.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the slow cycle to write", func() bool {
+		b, _ := os.ReadFile(dstPath)
+		return len(b) > 0 && b[0] == src[0]
+	})
+	cmd2.Process.Signal(syscall.SIGTERM)
+	err = cmd2.Wait()
+	if ee, ok := err.(interface{ ExitCode() int }); !ok || ee.ExitCode() != 143 {
+		t.Fatalf("-once stopped by SIGTERM: %v, want exit 143\n%s", err, se2)
+	}
+	if v, _ := readStatus(state, "replica"); len(v.Points) != before {
+		t.Fatalf("the stopped cycle cut a point: %d points, were %d", len(v.Points), before)
+	}
+	o = runCmd(t, "replicate", "-once", "-state-dir", state, "-keep-hourly", "0", "-log-format", "json", srcPath, dstPath)
+	want(t, o, 0)
+	sameBytes(t, "the target after the stopped cycle was run again", dstPath, src)
+}
+
+// TestReprotect fails back to an original that exists (its prior state
+// is kept as a point, then only the differences are sent) and to one
+// that is missing (seeded), then hands over to replication.
+func TestReprotect(t *testing.T) {
+	rng := newRand(t)
+	dir := t.TempDir()
+	primary, secondary, state := filepath.Join(dir, "primary.img"), filepath.Join(dir, "secondary.img"), filepath.Join(dir, "state")
+	orig := randomBytes(rng, 8*miB)
+	writeFile(t, primary, orig)
+	failed := append([]byte(nil), orig...)
+	change(rng, failed, 6, 1) // the failed-over VM wrote 6 blocks, one of them zeros
+	writeFile(t, secondary, failed)
+	o := runCmd(t, "reprotect", "-json", "-state-dir", state, "-keep-hourly", "0", "-log-format", "json", secondary, primary)
+	want(t, o, 0, "keep prior state", "differences")
+	sameBytes(t, "the original after reprotect", primary, failed)
+	var r struct {
+		Phases []struct {
+			Name string `json:"name"`
+			Sent int64  `json:"sent"`
+		} `json:"phases"`
+		Seeded     bool   `json:"seeded"`
+		PriorState string `json:"prior_state"`
+	}
+	if err := json.Unmarshal([]byte(o.stdout), &r); err != nil || r.Seeded || r.PriorState == "" {
+		t.Fatalf("reprotect -json: %v %+v\n%s", err, r, o)
+	}
+	var sent int64
+	for _, p := range r.Phases {
+		sent += p.Sent
+	}
+	if sent != 6*bs {
+		t.Errorf("reprotect sent %d bytes, want the 6 changed blocks (%d)", sent, 6*bs)
+	}
+	// The prior state is a point, restorable: the original as it was.
+	out := filepath.Join(dir, "prior.img")
+	want(t, runCmd(t, "points", "restore", primary, r.PriorState, out), 0)
+	sameBytes(t, "the original's prior state", out, orig)
+
+	// A missing original is seeded, then replication goes on for a cycle.
+	fresh := filepath.Join(dir, "fresh.img")
+	o = runCmd(t, "reprotect", "-then", "replicate", "-once", "-state-dir", state, "-keep-hourly", "0", "-log-format", "json", secondary, fresh)
+	want(t, o, 0, "seed", "cycle done")
+	sameBytes(t, "the seeded original", fresh, failed)
+}
