@@ -2,17 +2,21 @@ package replicate
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/deltasync/deltasync/disk"
 	"github.com/deltasync/deltasync/localdisk"
 )
 
@@ -129,7 +133,7 @@ func (f *ReflinkFreezer) Freeze(ctx context.Context) (View, error) {
 		os.Remove(p)
 		return nil, err
 	}
-	return &reflinkView{Disk: src, id: "r" + id, t: time.Unix(0, n), path: p}, nil
+	return &reflinkView{Disk: src, id: "r" + id, t: time.Unix(0, n), path: p, f: f}, nil
 }
 
 // ReleaseView deletes the view of an earlier process (the base a state
@@ -151,8 +155,47 @@ type reflinkView struct {
 	id   string
 	t    time.Time
 	path string
+	f    *ReflinkFreezer
 	once sync.Once
 	err  error
+}
+
+// ChangedSince lists the ranges that may differ from the earlier view
+// prevID, from the two copies' extent maps (FIEMAP): where both map a
+// range to the same physical extent they share its blocks, so its bytes
+// are equal; everything else (written since, holes on one side only,
+// extents the filesystem cannot place, a size change) is listed. A write
+// to the image after a clone lands in new blocks (copy on write), so a
+// change is never missed. A missing earlier view, or a filesystem that
+// cannot map extents, is ErrNoBase: the cycle compares everything.
+func (v *reflinkView) ChangedSince(ctx context.Context, prevID string) ([]disk.Range, error) {
+	n, ok := strings.CutPrefix(prevID, "r")
+	if !ok {
+		return nil, fmt.Errorf("%w: %q is not a reflink view", ErrNoBase, prevID)
+	}
+	prev, err := os.Open(v.f.viewPath(n))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNoBase, err)
+	}
+	defer prev.Close()
+	cur, err := os.Open(v.path)
+	if err != nil {
+		return nil, err
+	}
+	defer cur.Close()
+	old, err := fiemap(ctx, prev)
+	if err != nil {
+		return nil, fmt.Errorf("%w: extent map of %s: %v", ErrNoBase, prev.Name(), err)
+	}
+	now, err := fiemap(ctx, cur)
+	if err != nil {
+		return nil, fmt.Errorf("%w: extent map of %s: %v", ErrNoBase, cur.Name(), err)
+	}
+	ps, err := prev.Stat()
+	if err != nil {
+		return nil, err
+	}
+	return extentDiff(old, now, ps.Size(), v.Size()), nil
 }
 
 func (v *reflinkView) ID() string      { return v.id }
@@ -166,7 +209,119 @@ func (v *reflinkView) Release(context.Context) error {
 	return v.err
 }
 
+// extent is one FIEMAP extent.
+type extent struct {
+	logical, physical, length int64
+	flags                     uint32
+}
+
+// FIEMAP flags (linux/fiemap.h).
+const (
+	fiemapFlagSync   = 0x1
+	fiemapExtentLast = 0x1
+	// Extents whose physical place says nothing about their bytes:
+	// unknown, delayed allocation, encoded, encrypted, not aligned,
+	// inline, tail-packed.
+	fiemapExtentOpaque    = 0x2 | 0x4 | 0x8 | 0x80 | 0x100 | 0x200 | 0x400
+	fiemapExtentUnwritten = 0x800 // allocated, reads as zeros
+	fsIocFiemap           = 0xC020660B
+)
+
+// fiemap returns f's extents, its dirty pages written first
+// (FIEMAP_FLAG_SYNC).
+func fiemap(ctx context.Context, f *os.File) ([]extent, error) {
+	const hdr, size, count = 32, 56, 256
+	buf := make([]byte, hdr+size*count)
+	ne := binary.NativeEndian
+	var out []extent
+	start := uint64(0)
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		clear(buf)
+		ne.PutUint64(buf[0:], start)
+		ne.PutUint64(buf[8:], ^uint64(0)-start)
+		ne.PutUint32(buf[16:], fiemapFlagSync)
+		ne.PutUint32(buf[24:], count)
+		if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), fsIocFiemap, uintptr(unsafe.Pointer(&buf[0]))); e != 0 {
+			return nil, e
+		}
+		n := int(ne.Uint32(buf[20:]))
+		if n == 0 {
+			return out, nil
+		}
+		for i := range n {
+			e := buf[hdr+i*size:]
+			out = append(out, extent{logical: int64(ne.Uint64(e[0:])), physical: int64(ne.Uint64(e[8:])),
+				length: int64(ne.Uint64(e[16:])), flags: ne.Uint32(e[40:])})
+		}
+		last := out[len(out)-1]
+		if last.flags&fiemapExtentLast != 0 || last.length <= 0 {
+			return out, nil
+		}
+		start = uint64(last.logical + last.length)
+	}
+}
+
+// extentDiff returns the ranges of [0, max(oldSize, newSize)) whose
+// bytes may differ between two files with those extents: all but the
+// ranges both leave as holes, or both map to the same physical place
+// (both unwritten or both written, neither opaque).
+func extentDiff(old, now []extent, oldSize, newSize int64) []disk.Range {
+	end := max(oldSize, newSize)
+	cuts := []int64{0, end, min(oldSize, newSize)}
+	for _, es := range [][]extent{old, now} {
+		for _, e := range es {
+			cuts = append(cuts, min(e.logical, end), min(e.logical+e.length, end))
+		}
+	}
+	slices.Sort(cuts)
+	cuts = slices.Compact(cuts)
+	// at returns the extent of es holding off (es sorted, disjoint).
+	at := func(es []extent, off int64) (extent, bool) {
+		i, _ := slices.BinarySearchFunc(es, off, func(e extent, off int64) int {
+			switch {
+			case e.logical+e.length <= off:
+				return -1
+			case e.logical > off:
+				return 1
+			}
+			return 0
+		})
+		if i < len(es) && es[i].logical <= off && off < es[i].logical+es[i].length {
+			return es[i], true
+		}
+		return extent{}, false
+	}
+	var out []disk.Range
+	for i := 0; i+1 < len(cuts); i++ {
+		a, b := cuts[i], cuts[i+1]
+		if a >= end {
+			break
+		}
+		eo, inOld := at(old, a)
+		en, inNew := at(now, a)
+		same := false
+		switch {
+		case a >= min(oldSize, newSize):
+			// past one file's end: the sizes differ here
+		case !inOld && !inNew:
+			same = true // a hole in both
+		case inOld && inNew:
+			same = eo.flags&fiemapExtentOpaque == 0 && en.flags&fiemapExtentOpaque == 0 &&
+				eo.flags&fiemapExtentUnwritten == en.flags&fiemapExtentUnwritten &&
+				eo.physical+(a-eo.logical) == en.physical+(a-en.logical)
+		}
+		if !same {
+			out = append(out, disk.Range{Off: a, Len: b - a})
+		}
+	}
+	return disk.Normalize(out)
+}
+
 var (
+	_ Changer      = (*reflinkView)(nil)
 	_ Freezer      = (*ReflinkFreezer)(nil)
 	_ ViewReleaser = (*ReflinkFreezer)(nil)
 )

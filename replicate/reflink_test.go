@@ -8,12 +8,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/deltasync/deltasync/disk"
 	"github.com/deltasync/deltasync/localdisk"
+	"github.com/deltasync/deltasync/transfer"
 )
 
 // xfsDir mounts a new XFS filesystem (mkfs.xfs on a loop device over a
@@ -153,5 +156,106 @@ func TestReflinkRefusedWithoutReflinks(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join(dir, ".vm1.img.view-*")); len(left) != 0 {
 		t.Fatalf("left %v", left)
+	}
+}
+
+// TestReflinkChangeHints: cycles after the first are hinted by the two
+// views' extent maps: only the blocks written since are compared and
+// sent, every write is covered (random writes, checked against the
+// ranges written), and the target ends identical; a scrub still
+// compares everything.
+func TestReflinkChangeHints(t *testing.T) {
+	ctx := context.Background()
+	dir := xfsDir(t)
+	rng := rand.New(rand.NewPCG(43, 44))
+	sp := filepath.Join(dir, "vm1.img")
+	const size = 32 << 20
+	data := make([]byte, size)
+	for i := range data[:size/2] { // half data, half a hole
+		data[i] = byte(rng.Uint32())
+	}
+	if err := os.WriteFile(sp, data[:size/2], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(sp, size); err != nil {
+		t.Fatal(err)
+	}
+	fr, err := NewReflinkFreezer(sp, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fr.Close()
+	d, err := localdisk.OpenTarget(filepath.Join(dir, "replica.img"), localdisk.TargetOptions{Create: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	r, err := New(Config{Source: fr, Target: &FileTarget{Disk: d}, Policy: Policy{KeepLast: 2, KeepHourly: -1, ScrubEvery: 5},
+		Transfer: &transfer.Options{BlockSize: 4096}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := r.Cycle(ctx); err != nil || !rep.Full {
+		t.Fatalf("first cycle: %v full=%v", err, rep.Full)
+	}
+	f, err := os.OpenFile(sp, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for c := 2; c <= 6; c++ {
+		var wrote []disk.Range
+		for range 1 + rng.IntN(6) {
+			off, n := rng.Int64N(size-70000), 1+rng.Int64N(70000)
+			p := make([]byte, n)
+			for i := range p {
+				p[i] = byte(rng.Uint32())
+			}
+			if _, err := f.WriteAt(p, off); err != nil {
+				t.Fatal(err)
+			}
+			wrote = append(wrote, disk.Range{Off: off, Len: n})
+		}
+		rep, err := r.Cycle(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("cycle %d: full=%v (%s), hinted %d, compared %d, sent %d", rep.Cycle, rep.Full, rep.Reason, rep.Hinted, rep.Stats.Compared, rep.Bytes())
+		if c == 6 != rep.Full { // ScrubEvery 5: the sixth cycle compares everything
+			t.Fatalf("cycle %d: full %v (%s)", c, rep.Full, rep.Reason)
+		}
+		if !rep.Full {
+			var w int64
+			for _, x := range disk.Normalize(wrote) {
+				w += x.Len
+			}
+			// Hints are whole filesystem blocks around what was written (XFS may
+			// copy on write a little more: its cowextsize, 128 KiB by default).
+			if rep.Hinted < w || rep.Hinted > w+int64(len(wrote))*512<<10 {
+				t.Fatalf("cycle %d: hinted %d bytes for %d written", c, rep.Hinted, w)
+			}
+		}
+		s, _ := os.ReadFile(sp)
+		tg, _ := os.ReadFile(d.Path())
+		if !bytes.Equal(s, tg) {
+			t.Fatalf("cycle %d: the target differs from the source", c)
+		}
+	}
+	r.Close(ctx)
+}
+
+// TestExtentDiff checks the comparison of extent maps on its own: equal
+// mappings and common holes are unchanged; moved, added or removed
+// extents, opaque ones and a size change are listed.
+func TestExtentDiff(t *testing.T) {
+	old := []extent{{0, 1000, 4096, 0}, {8192, 5000, 8192, 0}, {32768, 9000, 4096, fiemapExtentLast}}
+	now := []extent{{0, 1000, 4096, 0}, {8192, 5000, 4096, 0}, {12288, 7000, 4096, 0}, {20480, 8000, 4096, 0x4}, {32768, 9000, 4096, 0}}
+	got := extentDiff(old, now, 36864, 40960)
+	want := []disk.Range{{Off: 12288, Len: 4096}, {Off: 20480, Len: 4096}, {Off: 36864, Len: 4096}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("diff %v, want %v", got, want)
+	}
+	if got := extentDiff(old, old, 36864, 36864); len(got) != 0 {
+		t.Fatalf("a file against itself: %v", got)
 	}
 }
