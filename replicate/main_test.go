@@ -1,9 +1,7 @@
 package replicate
 
 import (
-	"bytes"
 	"context"
-	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -12,15 +10,16 @@ import (
 	"testing"
 
 	"github.com/deltasync/deltasync/disk"
+	"github.com/deltasync/deltasync/disk/disktest"
 	"github.com/deltasync/deltasync/localdisk"
 )
 
 // readAll reads a whole disk.
 func readAll(t *testing.T, r disk.Source) []byte {
 	t.Helper()
-	p := make([]byte, r.Size())
-	if n, err := r.ReadAt(p, 0); err != nil && !(err == io.EOF && n == len(p)) {
-		t.Fatalf("ReadAt: %d bytes, %v", n, err)
+	p, err := disktest.ReadAll(context.Background(), r)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return p
 }
@@ -33,13 +32,8 @@ func pointEquals(t *testing.T, tg Points, id string, want []byte) {
 		t.Fatalf("OpenPoint %s: %v", id, err)
 	}
 	defer ps.Close()
-	got := readAll(t, ps)
-	if !bytes.Equal(got, want) {
-		i := 0
-		for i < len(got) && i < len(want) && got[i] == want[i] {
-			i++
-		}
-		t.Fatalf("point %s differs from the source it was cut from, first at byte %d (sizes %d, %d)", id, i, len(got), len(want))
+	if err := disktest.SameBytes(context.Background(), ps, want); err != nil {
+		t.Fatalf("point %s is not the source it was cut from: %v", id, err)
 	}
 }
 

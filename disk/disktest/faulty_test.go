@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -170,5 +171,19 @@ func TestMemTrimAndDrops(t *testing.T) {
 	m.DropCache(0, 100)
 	if m.CacheDrops() != 1 {
 		t.Fatal("DropCache not counted")
+	}
+}
+
+func TestSameBytes(t *testing.T) {
+	ctx := context.Background()
+	m := NewMem([]byte("abcdef"))
+	if err := SameBytes(ctx, m, []byte("abcdef")); err != nil {
+		t.Fatal(err)
+	}
+	if err := SameBytes(ctx, m, []byte("abcxef")); err == nil || !strings.Contains(err.Error(), "byte 3") {
+		t.Fatalf("got %v, want a difference at byte 3", err)
+	}
+	if err := SameBytes(ctx, m, []byte("abcdefg")); err == nil || !strings.Contains(err.Error(), "sizes 6, want 7") {
+		t.Fatalf("got %v, want the sizes named", err)
 	}
 }

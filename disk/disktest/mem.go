@@ -1,7 +1,8 @@
 // Package disktest is test support for the words of package disk: an
 // in-memory disk (Mem), a disk that fails, stalls or lies on demand and
 // loses unflushed writes (Faulty), one that records what was done to it
-// (Recording), and a conformance checker (Check, TestTarget) that every
+// (Recording), readers that compare a disk with the bytes it must hold
+// (ReadAll, SameBytes), and a conformance checker (Check, TestTarget) that every
 // Source and Target implementation runs in its own tests, so that local
 // files, page blobs, agent disks and patch's targets behave alike on the
 // same edge cases.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/deltasync/deltasync/disk"
+	"github.com/deltasync/deltasync/disk/disktest"
 	"github.com/deltasync/deltasync/internal/azurite"
 	"github.com/deltasync/deltasync/pageblob"
 	"github.com/deltasync/deltasync/replicate"
@@ -79,9 +80,9 @@ func newBlob(t *testing.T, s *azurite.Server, what string, size int64) *pageblob
 // readAll reads a whole disk.
 func readAll(t *testing.T, r disk.Source) []byte {
 	t.Helper()
-	p := make([]byte, r.Size())
-	if n, err := r.ReadAt(p, 0); err != nil && !(err == io.EOF && n == len(p)) {
-		t.Fatalf("ReadAt: %d bytes, %v", n, err)
+	p, err := disktest.ReadAll(context.Background(), r)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return p
 }
@@ -119,12 +120,7 @@ func pointEquals(t *testing.T, tg replicate.Points, id string, want []byte) {
 		t.Fatalf("OpenPoint %s: %v", id, err)
 	}
 	defer ps.Close()
-	got := readAll(t, ps)
-	if !bytes.Equal(got, want) {
-		i := 0
-		for i < len(got) && i < len(want) && got[i] == want[i] {
-			i++
-		}
-		t.Fatalf("point %s differs from the source it was cut from, first at byte %d (sizes %d, %d)", id, i, len(got), len(want))
+	if err := disktest.SameBytes(context.Background(), ps, want); err != nil {
+		t.Fatalf("point %s is not the source it was cut from: %v", id, err)
 	}
 }
