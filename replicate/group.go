@@ -92,6 +92,9 @@ type GroupConfig struct {
 	StateDir string
 	// Concurrency is how many members are synced at once. Default 2.
 	Concurrency int
+	// OnCycle, when set, is called at the end of every group cycle,
+	// successful or not, with its report and error (see Config.OnCycle).
+	OnCycle func(GroupReport, error)
 }
 
 // Group replicates several disks together: each cycle freezes all
@@ -158,13 +161,16 @@ type GroupReport struct {
 }
 
 // Cycle runs one group cycle.
-func (g *Group) Cycle(ctx context.Context) (GroupReport, error) {
+func (g *Group) Cycle(ctx context.Context) (rep GroupReport, err error) {
 	select {
 	case g.sem <- struct{}{}:
 	case <-ctx.Done():
 		return GroupReport{}, ctx.Err()
 	}
 	defer func() { <-g.sem }()
+	if g.cfg.OnCycle != nil {
+		defer func() { g.cfg.OnCycle(rep, err) }()
+	}
 	start := time.Now()
 	tks := make([]taken, len(g.disks))
 	for i, d := range g.disks {
@@ -174,7 +180,7 @@ func (g *Group) Cycle(ctx context.Context) (GroupReport, error) {
 	}
 	vs, err := g.cfg.Freezer.FreezeGroup(ctx)
 	frozen := time.Now()
-	rep := GroupReport{Freeze: frozen.Sub(start)}
+	rep = GroupReport{Freeze: frozen.Sub(start)}
 	if err == nil && len(vs) != len(g.disks) {
 		for _, v := range vs {
 			v.Release(context.WithoutCancel(ctx))

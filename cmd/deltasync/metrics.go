@@ -27,7 +27,7 @@ type replMetrics struct {
 	kept     prometheus.Counter
 
 	mu      sync.Mutex
-	r       *replicate.Replicator
+	status  func() replicate.Status // nil until the replication is open
 	lastErr string
 	lastOK  bool
 }
@@ -54,12 +54,12 @@ func newReplMetrics(name string) *replMetrics {
 	}
 	status := func() replicate.Status {
 		m.mu.Lock()
-		r := m.r
+		f := m.status
 		m.mu.Unlock()
-		if r == nil {
+		if f == nil {
 			return replicate.Status{}
 		}
-		return r.Status()
+		return f()
 	}
 	gauge := func(name, help string, f func(replicate.Status) float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: l}, func() float64 { return f(status()) })
@@ -88,10 +88,10 @@ func newReplMetrics(name string) *replMetrics {
 	return m
 }
 
-// observe counts a cycle's figures.
-func (m *replMetrics) observe(rep replicate.CycleReport, err error, r *replicate.Replicator) {
+// observe counts a cycle's figures (a group cycle's are its members'
+// summed, Full when any compared everything, PointKept never).
+func (m *replMetrics) observe(rep replicate.CycleReport, err error) {
 	m.mu.Lock()
-	m.r = r
 	m.lastOK = err == nil
 	m.lastErr = ""
 	if err != nil {
@@ -124,7 +124,7 @@ func (x *replication) ready() (bool, string) {
 	m.mu.Lock()
 	ok, msg := m.lastOK, m.lastErr
 	m.mu.Unlock()
-	s := x.r.Status()
+	s := x.status()
 	switch {
 	case s.Cycles == 0 && s.Failed == 0:
 		return false, "no cycle has ended yet"
@@ -141,7 +141,7 @@ func (x *replication) ready() (bool, string) {
 // /readyz (ready) at addr until stop is called.
 func (x *replication) serveMetrics(addr string) (stop func(), err error) {
 	x.metrics.mu.Lock()
-	x.metrics.r = x.r
+	x.metrics.status = x.status
 	x.metrics.mu.Unlock()
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

@@ -143,10 +143,13 @@ func defaultName(dst string) string {
 // replication is an open replication: its disks, replicator and files.
 type replication struct {
 	name, dir string
-	r         *replicate.Replicator
+	r         *replicate.Replicator // one disk, or
+	g         *replicate.Group      // a group of disks frozen together (-config)
+	members   []string              // the group's disks
 	closers   []func() error
 	lock      *os.File
 	log       *slog.Logger
+	handler   slog.Handler
 	started   time.Time
 	interval  time.Duration
 	metrics   *replMetrics
@@ -160,6 +163,9 @@ func (x *replication) close(ctx context.Context) error {
 	if x.r != nil {
 		errs = append(errs, x.r.Close(ctx))
 	}
+	if x.g != nil {
+		errs = append(errs, x.g.Close(ctx))
+	}
 	for i := len(x.closers) - 1; i >= 0; i-- {
 		errs = append(errs, x.closers[i]())
 	}
@@ -169,12 +175,36 @@ func (x *replication) close(ctx context.Context) error {
 func cmdReplicate(ctx context.Context, args []string) error {
 	var rf replFlags
 	fs := newReplicateFlags(&rf, "replicate", replicateUsage)
+	config := fs.String("config", "", "replicate a group of disks frozen together, listed in this YAML file (docs/replication.md), instead of SRC DST")
 	pos, err := parseArgs(fs, args)
-	if err == nil && len(pos) != 2 {
+	switch {
+	case err != nil:
+	case *config != "" && len(pos) != 0:
+		err = usagef("replicate", "with -config the disks are in the file: give no SRC DST")
+	case *config == "" && len(pos) != 2:
 		err = usagef("replicate", "want SRC and DST, got %d arguments", len(pos))
 	}
 	if err != nil {
 		return err
+	}
+	if *config != "" {
+		c, err := loadGroupConfig(*config)
+		if err != nil {
+			return err
+		}
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		c.apply(&rf, set)
+		x, policy, err := newReplication(&rf, "", "")
+		if err != nil {
+			return err
+		}
+		x.log = slog.New(x.handler).With("group", x.name)
+		if err := x.openGroup(ctx, &rf, policy, c); err != nil {
+			x.close(context.WithoutCancel(ctx))
+			return err
+		}
+		return x.serve(ctx, &rf, "group "+c.Name, *config)
 	}
 	x, policy, err := newReplication(&rf, pos[0], pos[1])
 	if err != nil {
@@ -203,7 +233,7 @@ func newReplication(rf *replFlags, srcArg, dstArg string) (*replication, replica
 	default:
 		return nil, policy, usagef(rf.rf.cmd, "-log-format %q: want text or json", rf.logFormat)
 	}
-	if sameDisk(srcArg, dstArg) {
+	if srcArg != "" && sameDisk(srcArg, dstArg) {
 		return nil, policy, fmt.Errorf("%w: %s and %s are one file or device", transfer.ErrSameDisk, srcArg, dstArg)
 	}
 	x := &replication{name: rf.name, dir: rf.stateDir, started: time.Now(), interval: policy.Interval}
@@ -216,6 +246,7 @@ func newReplication(rf *replFlags, srcArg, dstArg string) (*replication, replica
 	if x.dir == "" {
 		x.dir = replicateDirDefault()
 	}
+	x.handler = h
 	x.log = slog.New(h).With("disk", x.name)
 	return x, policy, nil
 }
@@ -241,9 +272,9 @@ func (x *replication) serve(ctx context.Context, rf *replFlags, srcArg, dstArg s
 	x.writeStatus("running")
 	var err error
 	if rf.once {
-		_, err = x.r.Cycle(ctx)
+		err = x.cycle(ctx)
 	} else {
-		err = x.r.Run(ctx)
+		err = x.run(ctx)
 		if ctx.Err() != nil {
 			err = nil // a clean stop
 		}
@@ -411,32 +442,38 @@ func (x *replication) openTarget(ctx context.Context, f *replFlags, arg string) 
 
 // onCycle logs a cycle, updates the metrics and the status file.
 func (x *replication) onCycle(rep replicate.CycleReport, err error) {
-	x.metrics.observe(rep, err, x.r)
+	x.metrics.observe(rep, err)
+	x.onCycleOf(rep, err, x.log)
+	x.writeStatus("running")
+}
+
+// onCycleOf logs a cycle of one disk.
+func (x *replication) onCycleOf(rep replicate.CycleReport, err error, log *slog.Logger) {
 	st := rep.Stats
 	attrs := []any{"cycle", rep.Cycle, "view", rep.View, "full", rep.Full, "reason", rep.Reason,
 		"compared", st.Compared, "written", st.Written, "zeroed", st.Zeroed, "hinted", rep.Hinted,
 		"seconds", rep.Elapsed.Seconds(), "sync_seconds", rep.Sync.Seconds()}
 	switch {
 	case err != nil && caught.Load() != nil:
-		x.log.Info("cycle stopped by a signal: no point cut; the next start covers it again", append(attrs, "error", scrub(err.Error()))...)
+		log.Info("cycle stopped by a signal: no point cut; the next start covers it again", append(attrs, "error", scrub(err.Error()))...)
 	case err != nil:
-		x.log.Error("cycle failed; the newest point stays the newest, and the next cycle covers this one's changes", append(attrs, "error", scrub(err.Error()))...)
+		log.Error("cycle failed; the newest point stays the newest, and the next cycle covers this one's changes", append(attrs, "error", scrub(err.Error()))...)
 	default:
 		attrs = append(attrs, "point", rep.Point.ID, "point_kept", rep.PointKept, "deleted", len(rep.Deleted))
 		if rep.Warning != nil {
-			x.log.Warn("cycle done with a warning", append(attrs, "warning", scrub(rep.Warning.Error()))...)
+			log.Warn("cycle done with a warning", append(attrs, "warning", scrub(rep.Warning.Error()))...)
 		} else {
-			x.log.Info("cycle done", attrs...)
+			log.Info("cycle done", attrs...)
 		}
 	}
-	x.writeStatus("running")
 }
 
 // statusFile is what 'deltasync status' reads: written after every cycle
 // and when the service starts and stops.
 type statusFile struct {
 	Name        string            `json:"name"`
-	State       string            `json:"state"` // running, stopped
+	Members     []string          `json:"members,omitempty"` // a group's disks
+	State       string            `json:"state"`             // running, stopped
 	PID         int               `json:"pid"`
 	Version     string            `json:"version"`
 	Started     time.Time         `json:"started"`
@@ -469,11 +506,11 @@ type cycleSummary struct {
 }
 
 func (x *replication) writeStatus(state string) {
-	if x.r == nil {
+	if x.r == nil && x.g == nil {
 		return
 	}
-	s := x.r.Status()
-	f := statusFile{Name: x.name, State: state, PID: os.Getpid(), Version: versionLine(), Started: x.started, Written: time.Now(),
+	s := x.status()
+	f := statusFile{Name: x.name, Members: x.members, State: state, PID: os.Getpid(), Version: versionLine(), Started: x.started, Written: time.Now(),
 		Interval: x.interval.String(), Cycles: s.Cycles, Failed: s.Failed, Skipped: s.Skipped,
 		LastSuccess: s.LastSuccess, LastFrozen: s.LastFrozen, Next: s.Next, Points: s.Points, LastErrorAt: s.LastErrorAt}
 	if state != "running" {

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -303,4 +304,80 @@ func TestReprotect(t *testing.T) {
 	o = runCmd(t, "reprotect", "-then", "replicate", "-once", "-state-dir", state, "-keep-hourly", "0", "-log-format", "json", secondary, fresh)
 	want(t, o, 0, "seed", "cycle done")
 	sameBytes(t, "the seeded original", fresh, failed)
+}
+
+// TestReplicateGroup replicates two disks frozen together, from a YAML
+// file with pause and resume commands; an unknown key is refused with
+// its line.
+func TestReplicateGroup(t *testing.T) {
+	rng := newRand(t)
+	dir := t.TempDir()
+	var srcs [][]byte
+	for _, n := range []string{"os", "data"} {
+		b := randomBytes(rng, 4*miB)
+		writeFile(t, filepath.Join(dir, n+".img"), b)
+		srcs = append(srcs, b)
+	}
+	hooks := filepath.Join(dir, "hooks.log")
+	cfg := fmt.Sprintf(`# two disks of one VM
+name: vm1
+interval: 1m
+state-dir: %[1]s/state
+log-format: json
+retention:
+  keep-last: 2
+  keep-hourly: 0
+pause: [sh, -c, "echo pause >> %[2]s"]
+resume: [sh, -c, "echo resume >> %[2]s"]
+disks:
+  - name: os
+    source: %[1]s/os.img
+    target: %[1]s/os-replica.img
+  - name: data
+    source: %[1]s/data.img
+    target: %[1]s/data-replica.img
+    points-dir: %[1]s/points
+`, dir, hooks)
+	path := filepath.Join(dir, "vm1.yaml")
+	os.WriteFile(path, []byte(cfg), 0o600)
+	os.Mkdir(filepath.Join(dir, "points"), 0o700)
+	for range 2 {
+		o := runCmd(t, "replicate", "-once", "-config", path)
+		want(t, o, 0, "group cycle done")
+	}
+	sameBytes(t, "the os replica", filepath.Join(dir, "os-replica.img"), srcs[0])
+	sameBytes(t, "the data replica", filepath.Join(dir, "data-replica.img"), srcs[1])
+	if b, _ := os.ReadFile(hooks); string(b) != "pause\nresume\npause\nresume\n" {
+		t.Fatalf("hooks ran as %q", b)
+	}
+	st := statusOf(t, filepath.Join(dir, "state"), "vm1")
+	if len(st.Members) != 2 || len(st.Points) != 2 || st.LagSeconds < 0 {
+		t.Fatalf("group status: %+v", st.statusFile)
+	}
+	if ps, _ := filepath.Glob(filepath.Join(dir, "points", "data-replica.img@*.point")); len(ps) != 2 {
+		t.Fatalf("points of the data disk in points-dir: %v", ps)
+	}
+	// As a service (Group.Run): the command line's -interval wins over
+	// the file's; SIGTERM stops it cleanly.
+	copy(srcs[1][miB:], randomBytes(rng, 4096))
+	writeFile(t, filepath.Join(dir, "data.img"), srcs[1])
+	cmd, _, se := command(t, "replicate", "-config", path, "-interval", "1s")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "two more group cycles", func() bool {
+		v, err := readStatus(filepath.Join(dir, "state"), "vm1")
+		return err == nil && v.Cycles >= 4
+	})
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("the group service stopped by SIGTERM: %v\n%s", err, se)
+	}
+	sameBytes(t, "the data replica after the service", filepath.Join(dir, "data-replica.img"), srcs[1])
+	if v, _ := readStatus(filepath.Join(dir, "state"), "vm1"); v.State != "stopped" || len(v.Points) != 2 {
+		t.Fatalf("group status after SIGTERM: %+v", v.statusFile)
+	}
+	os.WriteFile(path, []byte(strings.Replace(cfg, "keep-last: 2", "keep-lats: 2", 1)), 0o600)
+	o := runCmd(t, "replicate", "-once", "-config", path)
+	want(t, o, 2, "line 7: keep-lats is not a key here")
 }
