@@ -10,9 +10,11 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/deltasync/deltasync/disk"
 	"github.com/deltasync/deltasync/pageblob"
+	"github.com/deltasync/deltasync/replicate"
 )
 
 // Page blobs as SRC or DST. A page blob is named by its URL:
@@ -41,8 +43,11 @@ import (
 // blobFlags are the flags of seed and sync that concern page blob
 // targets, and what a run with one left behind.
 type blobFlags struct {
-	keepPrior  bool
-	snapshot   bool
+	keepPrior bool
+	snapshot  bool
+	// Retention of the recovery points -snapshot cuts (-keep-*): off
+	// unless a rule is given.
+	keep       keepFlags
 	vhd        vhdFlag // vhd.go
 	breakLease bool
 
@@ -52,6 +57,7 @@ type blobFlags struct {
 
 	// The snapshots the run took, for the summary and --json.
 	priorSnapshot, recoveryPoint string
+	deleted                      []string // recovery points deleted by -keep-*
 	// The credential kind of each page blob side (pageblob.Credential),
 	// and why the target's server-side copy fell back to reading and
 	// writing, if it did (pageblob.CopyStats).
@@ -67,6 +73,46 @@ func (bf *blobFlags) register(fs *flag.FlagSet) {
 		"Use it only for a holder known to be gone (a crashed tool's infinite lease): a holder still writing (another sync, a VM using the disk) is cut off midway, its writes fail, and its view of the disk is no longer true")
 	fs.BoolVar(&bf.snapshot, "snapshot", true, "page blob target: cut a recovery point (a snapshot) at the end of a successful run (recovery_point in --json)")
 	registerVHD(fs, &bf.vhd, true)
+	bf.keep.register(fs)
+}
+
+// keepFlags are the retention rules of sync -snapshot's recovery points.
+type keepFlags struct {
+	last, hourly, daily, weekly, monthly int
+	within                               time.Duration
+	tz                                   string
+}
+
+func (k *keepFlags) register(fs *flag.FlagSet) {
+	fs.IntVar(&k.last, "keep-last", 0, "page blob target with -snapshot: after cutting the run's recovery point, keep only the newest N recovery points deltasync cut (the rules below add to it; default: keep all). Prior states and other snapshots are never deleted")
+	fs.IntVar(&k.hourly, "keep-hourly", 0, "with -snapshot: also keep the newest recovery point of each of the last N hours that have one")
+	fs.IntVar(&k.daily, "keep-daily", 0, "with -snapshot: also keep the newest recovery point of each of the last N days that have one")
+	fs.IntVar(&k.weekly, "keep-weekly", 0, "with -snapshot: also keep the newest recovery point of each of the last N ISO weeks that have one")
+	fs.IntVar(&k.monthly, "keep-monthly", 0, "with -snapshot: also keep the newest recovery point of each of the last N months that have one")
+	fs.DurationVar(&k.within, "keep-within", 0, "with -snapshot: also keep every recovery point taken within this duration before the newest")
+	fs.StringVar(&k.tz, "keep-tz", "UTC", "time zone of the hours, days, weeks and months of -keep-*")
+}
+
+// policy returns the retention policy, or ok false when no rule is given.
+func (k *keepFlags) policy() (p replicate.Policy, ok bool, err error) {
+	if k.last == 0 && k.hourly == 0 && k.daily == 0 && k.weekly == 0 && k.monthly == 0 && k.within == 0 {
+		return p, false, nil
+	}
+	if k.last < 0 || k.hourly < 0 || k.daily < 0 || k.weekly < 0 || k.monthly < 0 || k.within < 0 {
+		return p, false, errors.New("-keep-*: a count or duration is negative")
+	}
+	loc, err := time.LoadLocation(k.tz)
+	if err != nil {
+		return p, false, fmt.Errorf("-keep-tz %q: %v", k.tz, err)
+	}
+	off := func(n int) int {
+		if n == 0 {
+			return -1
+		}
+		return n
+	}
+	return replicate.Policy{KeepLast: max(k.last, 1), KeepHourly: off(k.hourly), KeepDaily: k.daily, KeepWeekly: k.weekly,
+		KeepMonthly: k.monthly, KeepWithin: k.within, Location: loc}, true, nil
 }
 
 // isBlobURL tells a page blob location from a path: a URL, or
@@ -267,6 +313,37 @@ func (t *blobTarget) finish(ctx context.Context) error {
 	}
 	t.flags.recoveryPoint = id
 	fmt.Fprintf(os.Stderr, "deltasync: recovery point of %s: snapshot %s\n", t.URL(), id)
+	return t.retain(ctx)
+}
+
+// retain deletes the recovery points deltasync cut that the -keep-*
+// rules do not keep; prior states and snapshots of anything else stay.
+func (t *blobTarget) retain(ctx context.Context) error {
+	p, ok, err := t.flags.keep.policy()
+	if !ok || err != nil {
+		return err
+	}
+	list, err := t.ListSnapshots(ctx)
+	if err != nil {
+		return fmt.Errorf("the run succeeded and its recovery point was cut, but listing the recovery points for -keep-* failed "+
+			"(listing needs list permission on the container): %w", err)
+	}
+	var pts []replicate.Point
+	for _, s := range list {
+		if s.Kind == pageblob.KindRecoveryPoint && !s.Time.IsZero() {
+			pts = append(pts, replicate.Point{ID: s.ID, Time: s.Time})
+		}
+	}
+	_, drop := p.Retain(pts)
+	for _, d := range drop {
+		if err := t.DeleteSnapshot(ctx, d.ID); err != nil {
+			return fmt.Errorf("the run succeeded and its recovery point was cut, but deleting the old recovery point %s failed: %w", d.ID, err)
+		}
+		t.flags.deleted = append(t.flags.deleted, d.ID)
+	}
+	if len(drop) > 0 {
+		fmt.Fprintf(os.Stderr, "deltasync: -keep-*: deleted %d old recovery points of %s\n", len(drop), t.URL())
+	}
 	return nil
 }
 

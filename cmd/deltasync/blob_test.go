@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"encoding/xml"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -302,5 +304,115 @@ func TestBlobSourcesSASAndErrors(t *testing.T) {
 	_, se, code = blobCLI(t, "seed", "-vhd", "-journal-dir", jdir, odd, s.BlobURL(blobContainer, "odd.vhd"))
 	if code != 2 || !strings.Contains(se, "MiB") {
 		t.Errorf("-vhd of 3 MiB + 512: exit %d: %s", code, se)
+	}
+}
+
+// listSnapshotsRaw lists a blob's snapshots with Azure's own List Blobs
+// call (include=snapshots,metadata), not through deltasync: each
+// snapshot's id and its deltasync kind metadata, if any.
+func listSnapshotsRaw(t *testing.T, s *azurite.Server, container, name string) map[string]string {
+	t.Helper()
+	q, err := azurite.AccountSAS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := s.BlobURL(container, "")
+	u = strings.TrimSuffix(u, "/") + "?restype=container&comp=list&include=snapshots,metadata&prefix=" + url.QueryEscape(name) + "&" + q
+	req, _ := http.NewRequest(http.MethodGet, u, nil)
+	req.Header.Set("x-ms-version", "2021-12-02")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Blobs []struct {
+			Name     string `xml:"Name"`
+			Snapshot string `xml:"Snapshot"`
+			Metadata struct {
+				Any []struct {
+					XMLName xml.Name
+					Value   string `xml:",chardata"`
+				} `xml:",any"`
+			} `xml:"Metadata"`
+		} `xml:"Blobs>Blob"`
+	}
+	if err := xml.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("List Blobs: HTTP %d, %v", resp.StatusCode, err)
+	}
+	snaps := map[string]string{}
+	for _, b := range out.Blobs {
+		if b.Name != name || b.Snapshot == "" {
+			continue
+		}
+		kind := ""
+		for _, m := range b.Metadata.Any {
+			if strings.Contains(strings.ToLower(m.XMLName.Local), "deltasync") {
+				kind += m.XMLName.Local + "=" + m.Value + " "
+			}
+		}
+		snaps[b.Snapshot] = kind
+	}
+	return snaps
+}
+
+// TestBlobSyncKeepLast: sync -snapshot -keep-last 2 keeps the two newest
+// recovery points and the prior states, as Azure's own listing shows;
+// -keep-* on a file target is refused before anything is written.
+func TestBlobSyncKeepLast(t *testing.T) {
+	s := startAzurite(t)
+	dir := t.TempDir()
+	jdir := filepath.Join(dir, "journals")
+	r := rand.New(rand.NewPCG(5, 6))
+	img, _ := blobImage(r, 4<<20)
+	path := filepath.Join(dir, "disk.img")
+	os.WriteFile(path, img, 0o644)
+	u := s.BlobURL(blobContainer, "keep.img")
+	var points []string
+	var deleted []string
+	for i := range 4 {
+		img[i<<16] ^= 0xff // something to write each time
+		os.WriteFile(path, img, 0o644)
+		cmd := "sync"
+		if i == 0 {
+			cmd = "seed"
+		}
+		res, _ := blobRun(t, cmd, "--json", "-journal-dir", jdir, "-keep-last", "2", path, u)
+		points = append(points, res.RecoveryPoint)
+		deleted = append(deleted, res.DeletedRecoveryPoints...)
+	}
+	snaps := listSnapshotsRaw(t, s, blobContainer, "keep.img")
+	for i, p := range points {
+		_, kept := snaps[p]
+		if kept != (i >= 2) {
+			t.Errorf("recovery point %d (%s): kept %v, want %v; snapshots %v", i, p, kept, i >= 2, snaps)
+		}
+	}
+	if len(deleted) != 2 || deleted[0] != points[0] || deleted[1] != points[1] {
+		t.Errorf("deleted_recovery_points %v, want the two oldest %v", deleted, points[:2])
+	}
+	var priors int
+	for id, kind := range snaps {
+		if !slices.Contains(points, id) {
+			priors++
+			if !strings.Contains(kind, "prior") {
+				t.Errorf("snapshot %s (%q) is neither a kept point nor a prior state", id, kind)
+			}
+		}
+	}
+	if priors != 3 { // one per sync that wrote to an existing blob
+		t.Errorf("%d prior states kept, want 3: %v", priors, snaps)
+	}
+	blobIs(t, "after the syncs", u, img)
+
+	tgt := filepath.Join(dir, "copy.img")
+	_, se, code := blobCLI(t, "seed", "-journal-dir", jdir, "-keep-last", "2", path, tgt)
+	if code != 2 || !strings.Contains(se, "-keep-") {
+		t.Fatalf("-keep-last on a file target: exit %d: %s", code, se)
+	}
+	if _, err := os.Stat(tgt); err == nil {
+		if b, _ := os.ReadFile(tgt); len(b) > 0 {
+			t.Fatal("the refused run wrote the file target")
+		}
 	}
 }

@@ -43,6 +43,8 @@ type result struct {
 	// NoRecoveryPoint says why a run with -snapshot cut none: it wrote
 	// nothing (points.go).
 	NoRecoveryPoint string `json:"no_recovery_point,omitempty"`
+	// DeletedRecoveryPoints are the old recovery points -keep-* deleted.
+	DeletedRecoveryPoints []string `json:"deleted_recovery_points,omitempty"`
 	// Page blob sides: the kind of credential of each (sas, shared-key,
 	// connection-string, azure-ad, emulator; never the secret), and why
 	// the server-side copy fell back to reading and writing.
@@ -111,6 +113,10 @@ func copyDisks(ctx context.Context, name, srcArg, dstArg string, rf *runFlags, r
 	if sameDisk(srcArg, dstArg) {
 		return transfer.Stats{}, fmt.Errorf("%w: %s and %s are one file or device", transfer.ErrSameDisk, srcArg, dstArg)
 	}
+	_, keep, _ := rf.blob.keep.policy()
+	if keep && (!isBlobURL(dstArg) || !rf.blob.snapshot) {
+		return transfer.Stats{}, usagef(name, "-keep-* deletes old recovery points of a page blob target cut with -snapshot; %s has none (for files, use 'deltasync replicate')", shown(dstArg))
+	}
 	src, srcCloser, err := openSource(srcArg, rf)
 	if err != nil {
 		return transfer.Stats{}, sided("source", err)
@@ -132,6 +138,12 @@ func copyDisks(ctx context.Context, name, srcArg, dstArg string, rf *runFlags, r
 	if err := checkSides(src, dst); err != nil {
 		dst.Close()
 		return transfer.Stats{}, err
+	}
+	if keep {
+		if bt, ok := dst.(*blobTarget); !ok || bt.managed {
+			dst.Close()
+			return transfer.Stats{}, usagef(name, "-keep-* deletes old recovery points of a page blob target cut with -snapshot; %s has none (for files, use 'deltasync replicate')", shown(dstArg))
+		}
 	}
 	// A block device's pages are dropped behind the comparison so a sync
 	// does not evict the host's working set (-keep-cache keeps them).
@@ -193,7 +205,7 @@ func printJSON(name, src, dst string, st transfer.Stats, bf *blobFlags, noPoint 
 		Resumed: st.Resumed, ResumedFrom: st.ResumedFrom, JournalDiscardedReason: st.JournalDiscardedReason, Verified: st.Verified,
 		CopySeconds: st.Copy.Seconds(), FlushSeconds: st.Flush.Seconds(), VerifySeconds: st.Verify.Seconds(),
 		Seconds:       st.Elapsed.Seconds(),
-		PriorSnapshot: bf.priorSnapshot, RecoveryPoint: bf.recoveryPoint, NoRecoveryPoint: noPoint,
+		PriorSnapshot: bf.priorSnapshot, RecoveryPoint: bf.recoveryPoint, NoRecoveryPoint: noPoint, DeletedRecoveryPoints: bf.deleted,
 		SourceCredential: bf.srcCredential, TargetCredential: bf.dstCredential, CopyFallback: bf.copyFallback,
 	})
 }

@@ -174,6 +174,9 @@ func (rf *runFlags) options() (transfer.Options, error) {
 	if err != nil {
 		return transfer.Options{}, err
 	}
+	if _, _, err := rf.blob.keep.policy(); err != nil {
+		return transfer.Options{}, usagef(rf.cmd, "%v", err)
+	}
 	dm, err := directMode(rf.directReads)
 	if err != nil {
 		return transfer.Options{}, err
