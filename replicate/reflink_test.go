@@ -21,7 +21,7 @@ import (
 
 // xfsDir mounts a new XFS filesystem (mkfs.xfs on a loop device over a
 // sparse file) and returns its mount point, or skips saying why.
-func xfsDir(t *testing.T) string {
+func xfsDir(t testing.TB) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for a loop device and a mount")
@@ -35,7 +35,7 @@ func xfsDir(t *testing.T) string {
 	if err := os.WriteFile(img, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Truncate(img, 512<<20); err != nil {
+	if err := os.Truncate(img, 2<<30); err != nil {
 		t.Fatal(err)
 	}
 	out, err := exec.Command("losetup", "-f", "--show", img).CombinedOutput()
