@@ -22,6 +22,10 @@ const (
 	// KindRecoveryPoint marks a recovery point: the target as a
 	// successful cycle left it (RecoveryPoint).
 	KindRecoveryPoint = "recovery-point"
+	// SnapshotOwnerKey is the metadata name of the replication that cut
+	// a recovery point (RecoveryPointOf), so that its orphans (a cut whose
+	// answer was lost) can be found and deleted.
+	SnapshotOwnerKey = "deltasyncowner"
 )
 
 // priorState is the snapshot Options.KeepPrior takes before the first
@@ -47,7 +51,7 @@ func (b *Blob) keepPriorState(ctx context.Context) error {
 	if b.prior.done.Load() {
 		return nil
 	}
-	id, err := b.snapshot(ctx, KindPrior)
+	id, err := b.snapshot(ctx, KindPrior, "")
 	if err != nil {
 		return b.wrap("snapshot", 0, 0, fmt.Errorf("keeping the prior state before the first write: %w", err))
 	}
@@ -86,7 +90,26 @@ func (b *Blob) RecoveryPoint(ctx context.Context) (string, error) {
 	if err := b.refuseIncomplete(ctx); err != nil {
 		return "", err
 	}
-	id, err := b.snapshot(ctx, KindRecoveryPoint)
+	id, err := b.snapshot(ctx, KindRecoveryPoint, "")
+	if err != nil {
+		return "", b.wrap("snapshot", 0, 0, err)
+	}
+	return id, nil
+}
+
+// RecoveryPointOf is RecoveryPoint for a replication named owner: the
+// snapshot also carries SnapshotOwnerKey=owner (SnapshotInfo.Owner).
+func (b *Blob) RecoveryPointOf(ctx context.Context, owner string) (string, error) {
+	if err := b.snapshotsAllowed("snapshot"); err != nil {
+		return "", err
+	}
+	if b.loc.Snapshot != "" {
+		return "", b.refuse("snapshot", 0, 0, ErrReadOnly, "a snapshot cannot be snapshotted")
+	}
+	if err := b.refuseIncomplete(ctx); err != nil {
+		return "", err
+	}
+	id, err := b.snapshot(ctx, KindRecoveryPoint, owner)
 	if err != nil {
 		return "", b.wrap("snapshot", 0, 0, err)
 	}
@@ -94,12 +117,16 @@ func (b *Blob) RecoveryPoint(ctx context.Context) (string, error) {
 }
 
 // snapshot takes a snapshot with the lease ID (in target mode) and, when
-// kind is not "", the metadata deltasync=kind.
-func (b *Blob) snapshot(ctx context.Context, kind string) (string, error) {
+// kind is not "", the metadata deltasync=kind (and deltasyncowner=owner
+// when owner is not "").
+func (b *Blob) snapshot(ctx context.Context, kind, owner string) (string, error) {
 	o := &blob.CreateSnapshotOptions{AccessConditions: b.leaseCond()}
 	if kind != "" {
 		v := kind
 		o.Metadata = map[string]*string{SnapshotKindKey: &v}
+		if owner != "" {
+			o.Metadata[SnapshotOwnerKey] = &owner
+		}
 	}
 	resp, err := b.pb.CreateSnapshot(ctx, o)
 	if err != nil {

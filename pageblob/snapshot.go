@@ -20,6 +20,9 @@ type SnapshotInfo struct {
 	// Kind is what deltasync took the snapshot as: KindPrior,
 	// KindRecoveryPoint, or "" for a snapshot taken by anything else.
 	Kind string
+	// Owner is the replication that cut a recovery point
+	// (RecoveryPointOf), or "".
+	Owner string
 }
 
 // Snapshot takes a snapshot of the blob and returns its id, the time
@@ -38,7 +41,7 @@ func (b *Blob) Snapshot(ctx context.Context) (string, error) {
 	if err := b.refuseIncomplete(ctx); err != nil {
 		return "", err
 	}
-	id, err := b.snapshot(ctx, "")
+	id, err := b.snapshot(ctx, "", "")
 	if err != nil {
 		return "", b.wrap("snapshot", 0, 0, err)
 	}
@@ -151,8 +154,11 @@ func (b *Blob) ListSnapshots(ctx context.Context) ([]SnapshotInfo, error) {
 			t, _ := time.Parse(time.RFC3339Nano, x.Snapshot)
 			si := SnapshotInfo{ID: x.Snapshot, Time: t, Size: x.Properties.ContentLength, ETag: x.Properties.ETag}
 			for _, m := range x.Metadata.Items {
-				if strings.EqualFold(m.XMLName.Local, SnapshotKindKey) {
+				switch {
+				case strings.EqualFold(m.XMLName.Local, SnapshotKindKey):
 					si.Kind = m.Value
+				case strings.EqualFold(m.XMLName.Local, SnapshotOwnerKey):
+					si.Owner = m.Value
 				}
 			}
 			out = append(out, si)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"slices"
 	"sync"
@@ -38,6 +39,10 @@ type diskState struct {
 	// after the newest point was cut: while the target still has it, the
 	// newest point holds the target's content. "" when unknown.
 	PointVersion string `json:"pointVersion,omitempty"`
+	// Cutting is when (this machine's clock) a point cut began whose
+	// result is not recorded: saved before CreatePoint, cleared when its
+	// point is committed. Set on load, it says an orphan may exist.
+	Cutting time.Time `json:"cutting,omitzero"`
 }
 
 // member is one source and target pair: the machinery of a cycle, shared
@@ -236,6 +241,15 @@ func (d *member) cycle(ctx context.Context, v View, tk taken, frozen time.Time) 
 		rep.PointKept = true
 	} else {
 		rep.PointReason = why
+		d.mu.Lock()
+		if d.st.Cutting.IsZero() { // an earlier unrecorded cut keeps its older time
+			d.st.Cutting = time.Now()
+		}
+		err = d.saveLocked()
+		d.mu.Unlock()
+		if err != nil {
+			return rep, err
+		}
 		pt, err = d.target.CreatePoint(ctx)
 		if err != nil {
 			rep.Cut = time.Since(t0)
@@ -263,6 +277,7 @@ func (d *member) cycle(ctx context.Context, v View, tk taken, frozen time.Time) 
 	if !rep.PointKept {
 		d.st.Points = append(d.st.Points, pt)
 	}
+	d.st.Cutting = time.Time{}
 	d.st.PointVersion = pointVersion
 	d.mu.Unlock()
 	var warn []error
@@ -338,6 +353,58 @@ func (d *member) pointCurrent(st transfer.Stats, before string) string {
 		return "the target was written since its newest point"
 	}
 	return ""
+}
+
+// orphanSkew is how far the target service's clock may be behind this
+// machine's when orphans are told from an earlier replication's points.
+const orphanSkew = 5 * time.Minute
+
+// reconcile deletes the orphans of a cut whose result was not recorded
+// (st.Cutting set): the target's owned points that the state does not
+// name, newer than its newest point and not older than the cut's start
+// (less orphanSkew). Points older than that, which an earlier replicator
+// of the same name with a lost state may have made, are never touched.
+func (d *member) reconcile(ctx context.Context) ([]Point, error) {
+	d.mu.Lock()
+	cutting := d.st.Cutting
+	known := map[string]bool{}
+	var newest time.Time
+	for _, p := range d.st.Points {
+		known[p.ID] = true
+		newest = maxTime(newest, p.Time)
+	}
+	d.mu.Unlock()
+	op, ok := d.target.(OwnedPoints)
+	if cutting.IsZero() || !ok {
+		return nil, nil
+	}
+	owned, err := op.OwnedPoints(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("replicate: disk %q: listing its points to find an orphan of an unrecorded cut: %w", d.name, err)
+	}
+	floor := cutting.Add(-orphanSkew)
+	var gone []Point
+	for _, p := range owned {
+		if known[p.ID] || !p.Time.After(newest) || p.Time.Before(floor) {
+			continue
+		}
+		if err := d.target.DeletePoint(ctx, p.ID); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return gone, fmt.Errorf("replicate: disk %q: deleting the orphan point %s: %w", d.name, p.ID, err)
+		}
+		gone = append(gone, p)
+	}
+	d.mu.Lock()
+	d.st.Cutting = time.Time{}
+	err = d.saveLocked()
+	d.mu.Unlock()
+	return gone, err
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // fail records a failed cycle: the view is released, the base kept.

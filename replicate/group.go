@@ -172,6 +172,12 @@ func (g *Group) Cycle(ctx context.Context) (rep GroupReport, err error) {
 		defer func() { g.cfg.OnCycle(rep, err) }()
 	}
 	start := time.Now()
+	var oerrs []error
+	for _, d := range g.disks { // orphans of unrecorded cuts (see OwnedPoints)
+		if _, err := d.reconcile(ctx); err != nil {
+			oerrs = append(oerrs, err)
+		}
+	}
 	tks := make([]taken, len(g.disks))
 	for i, d := range g.disks {
 		d.setRunning(true)
@@ -180,7 +186,7 @@ func (g *Group) Cycle(ctx context.Context) (rep GroupReport, err error) {
 	}
 	vs, err := g.cfg.Freezer.FreezeGroup(ctx)
 	frozen := time.Now()
-	rep = GroupReport{Freeze: frozen.Sub(start)}
+	rep = GroupReport{Freeze: frozen.Sub(start), Warning: errors.Join(oerrs...)}
 	if err == nil && len(vs) != len(g.disks) {
 		for _, v := range vs {
 			v.Release(context.WithoutCancel(ctx))
@@ -227,7 +233,9 @@ func (g *Group) Cycle(ctx context.Context) (rep GroupReport, err error) {
 		return rep, err
 	}
 	rep.Manifest = m
-	rep.Deleted, rep.Warning = g.retain(ctx)
+	var rerr error
+	rep.Deleted, rerr = g.retain(ctx)
+	rep.Warning = errors.Join(rep.Warning, rerr)
 	rep.Elapsed = time.Since(start)
 	return rep, nil
 }

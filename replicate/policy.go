@@ -62,6 +62,18 @@ const (
 // point, which is then its newest and stays; only the newest hour's
 // points are chosen anew (its oldest may go, its newest stays).
 //
+// # Orphans
+//
+// Creating a snapshot is not idempotent. Before the point is cut the
+// state file records that a cut is under way; when the cut's answer is
+// lost (an error, a kill), the next cycle lists the target's points
+// owned by this replication (OwnedPoints) and deletes those the state
+// does not name that are newer than its newest point and not older than
+// the unrecorded cut's start (less five minutes for the service's clock):
+// the orphans, so they are never counted against the snapshot quota.
+// Older points, and points not owned by this replication, are never
+// deleted this way.
+//
 // # Scrubs
 //
 // Every ScrubEvery-th cycle compares the whole disk (a scrub): after a

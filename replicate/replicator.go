@@ -78,6 +78,9 @@ type CycleReport struct {
 	PointKept   bool
 	PointReason string
 	Deleted     []Point
+	// Orphans are the points an earlier cut left unrecorded, deleted
+	// before this cycle (see OwnedPoints).
+	Orphans []Point
 	// Started is when the view was frozen, on this machine's clock.
 	// Freeze, Sync and Cut are the time spent freezing, syncing and
 	// cutting the point; Elapsed the whole cycle.
@@ -178,6 +181,7 @@ func (r *Replicator) Cycle(ctx context.Context) (rep CycleReport, err error) {
 	defer r.d.setRunning(false)
 
 	start := time.Now()
+	orphans, oerr := r.d.reconcile(ctx)
 	tk := r.d.take()
 	v, err := r.freezer.Freeze(ctx)
 	frozen := time.Now()
@@ -188,6 +192,7 @@ func (r *Replicator) Cycle(ctx context.Context) (rep CycleReport, err error) {
 	}
 	rep, err = r.d.cycle(ctx, v, tk, frozen)
 	rep.Freeze = frozen.Sub(start)
+	rep.Orphans, rep.Warning = orphans, errors.Join(rep.Warning, oerr)
 	if err != nil {
 		rep.Elapsed = time.Since(start)
 		return rep, err

@@ -48,6 +48,19 @@ type Points interface {
 	OpenPoint(ctx context.Context, id string) (PointSource, error)
 }
 
+// OwnedPoints is an optional capability of Points: the points cut for
+// this replication (a blob.Target with an Owner tags its snapshots),
+// whether or not a state file records them. Creating a snapshot is not
+// idempotent: a cut whose answer was lost (a timeout, a process killed
+// between the cut and saving its state) leaves a point no state names,
+// an orphan that retention would never delete and that would count
+// against the snapshot quota. Before a cycle that follows such a cut,
+// the replicator lists its owned points and deletes the orphans (see
+// Policy, # Orphans).
+type OwnedPoints interface {
+	OwnedPoints(ctx context.Context) ([]Point, error)
+}
+
 // Target is a replication target: a disk.Target (with whatever
 // optional capabilities it has) that keeps recovery points.
 type Target interface {

@@ -424,7 +424,7 @@ func (x *replication) openTarget(ctx context.Context, f *replFlags, arg string) 
 		if !ok || bt.managed {
 			return nil, false, fmt.Errorf("%s: a managed disk upload has no snapshots to keep recovery points in: replicate to a page blob", shown(arg))
 		}
-		return rblob.Target{Blob: bt.Blob}, true, nil
+		return rblob.Target{Blob: bt.Blob, Owner: x.name}, true, nil
 	}
 	if isAgentURL(arg) {
 		return nil, false, fmt.Errorf("%s: an agent:// target keeps no recovery points: run the replicator on the target's machine, or sync to it", arg)

@@ -4,12 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"github.com/deltasync/deltasync/replicate"
 	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/deltasync/deltasync/replicate"
 
 	"github.com/deltasync/deltasync/pageblob"
 )
@@ -27,7 +28,7 @@ func TestCyclesPageBlob(t *testing.T) {
 	src := newBlob(t, s, "src", size)
 	mutate(t, rng, src, size, 40)
 	tb := newBlob(t, s, "dst", size)
-	tgt := Target{tb}
+	tgt := Target{Blob: tb}
 	r, err := replicate.New(replicate.Config{Source: Freezer{src}, Target: tgt,
 		Policy: replicate.Policy{KeepLast: 3, KeepHourly: -1}, Quotas: []replicate.Quota{replicate.PremiumPageBlobQuota}})
 	if err != nil {
@@ -117,7 +118,7 @@ func TestKillMidCycle(t *testing.T) {
 	const size = 4 << 20
 	src := newBlob(t, s, "src", size)
 	mutate(t, rng, src, size, 30)
-	ct := &cancelTarget{Target: Target{newBlob(t, s, "dst", size)}}
+	ct := &cancelTarget{Target: Target{Blob: newBlob(t, s, "dst", size)}}
 	r, err := replicate.New(replicate.Config{Source: Freezer{src}, Target: ct, Policy: replicate.Policy{KeepHourly: -1},
 		Transfer: nil})
 	if err != nil {
@@ -171,7 +172,7 @@ func TestGroupPageBlobs(t *testing.T) {
 		b := newBlob(t, s, "src-"+n, size)
 		srcs = append(srcs, b)
 		fs = append(fs, Freezer{b})
-		ms = append(ms, replicate.Member{Name: n, Target: Target{newBlob(t, s, "dst-"+n, size)}})
+		ms = append(ms, replicate.Member{Name: n, Target: Target{Blob: newBlob(t, s, "dst-"+n, size)}})
 	}
 	// The writer: each step writes generation g at a random place of
 	// every disk, and at offset 0 of each.

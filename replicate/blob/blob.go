@@ -30,19 +30,30 @@ import (
 // Target is a page blob target (opened with pageblob.OpenTarget) whose
 // recovery points are blob snapshots, timed by Azure. It embeds the Blob,
 // so every transfer capability of the Blob is kept.
+//
+// With an Owner (the replication's name), each point is tagged with it
+// (pageblob.RecoveryPointOf), and the orphans of cuts whose answer was
+// lost are found and deleted (OwnedPoints); without one, points are
+// plain snapshots and orphans cannot be told from others' snapshots.
 type Target struct {
 	*pageblob.Blob
+	Owner string
 }
 
 var (
-	_ replicate.Target  = Target{}
-	_ replicate.Changer = Target{}
+	_ replicate.Target      = Target{}
+	_ replicate.Changer     = Target{}
+	_ replicate.OwnedPoints = Target{}
 )
 
 // CreatePoint snapshots the blob. Its Time is the snapshot's timestamp,
 // chosen by Azure's server.
 func (t Target) CreatePoint(ctx context.Context) (replicate.Point, error) {
-	id, err := t.Snapshot(ctx)
+	snap := t.Snapshot
+	if t.Owner != "" {
+		snap = func(ctx context.Context) (string, error) { return t.RecoveryPointOf(ctx, t.Owner) }
+	}
+	id, err := snap(ctx)
 	if err != nil {
 		return replicate.Point{}, err
 	}
@@ -58,6 +69,26 @@ func (t Target) ListPoints(ctx context.Context) ([]replicate.Point, error) {
 	out := make([]replicate.Point, 0, len(ss))
 	for _, s := range ss {
 		out = append(out, replicate.Point{ID: s.ID, Time: s.Time, Size: s.Size})
+	}
+	return out, nil
+}
+
+// OwnedPoints lists the recovery points cut for Owner (none without an
+// Owner), oldest first: replicate deletes the orphans among them (see
+// replicate.OwnedPoints).
+func (t Target) OwnedPoints(ctx context.Context) ([]replicate.Point, error) {
+	if t.Owner == "" {
+		return nil, nil
+	}
+	ss, err := t.ListSnapshots(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []replicate.Point
+	for _, s := range ss {
+		if s.Owner == t.Owner && s.Kind == pageblob.KindRecoveryPoint {
+			out = append(out, replicate.Point{ID: s.ID, Time: s.Time, Size: s.Size})
+		}
 	}
 	return out, nil
 }

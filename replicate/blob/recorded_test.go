@@ -84,7 +84,7 @@ func TestUnionOfDiffsRecorded(t *testing.T) {
 	const now = "2026-11-26T05:14:12.0560000Z"
 	sec := open("secondary", "")
 	view := &View{Blob: open("secondary", now), parent: sec, id: now}
-	prim := Target{open("primary", "")}
+	prim := Target{Blob: open("primary", "")}
 	cp := &replicate.CommonPoint{SourceID: "2026-11-25T05:00:00.0000000Z", TargetID: "2026-11-25T04:59:59.0000000Z"}
 
 	// The union Reprotect sends: both sides' changes since the common
