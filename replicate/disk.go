@@ -55,6 +55,7 @@ type member struct {
 	policy    Policy // with defaults
 	opts      transfer.Options
 	stateFile string
+	sigDir    string // points' signatures (Config.SignatureDir), or ""
 
 	mu   sync.Mutex // guards st, base and status
 	st   diskState
@@ -262,6 +263,10 @@ func (d *member) cycle(ctx context.Context, v View, tk taken, frozen time.Time) 
 	pointVersion := d.targetVersion(ctx)
 
 	d.mu.Lock()
+	prevID := ""
+	if n := len(d.st.Points); n > 0 {
+		prevID = d.st.Points[n-1].ID
+	}
 	old := d.base
 	oldID := d.st.Base
 	d.base = v
@@ -281,6 +286,11 @@ func (d *member) cycle(ctx context.Context, v View, tk taken, frozen time.Time) 
 	d.st.PointVersion = pointVersion
 	d.mu.Unlock()
 	var warn []error
+	if !rep.PointKept && d.sigDir != "" {
+		if err := d.writeSignature(ctx, v, pt, prevID, hints); err != nil {
+			warn = append(warn, err)
+		}
+	}
 	if d.dirty != nil {
 		if err := d.dirty.Done(); err != nil {
 			warn = append(warn, err)
@@ -446,6 +456,9 @@ func (d *member) deletePoints(ctx context.Context, drop []Point) (deleted []Poin
 		}
 		gone[p.ID] = true
 		deleted = append(deleted, p)
+		if d.sigDir != "" {
+			os.Remove(SignaturePath(d.sigDir, p.ID))
+		}
 	}
 	d.mu.Lock()
 	d.st.Points = slices.DeleteFunc(d.st.Points, func(p Point) bool { return gone[p.ID] })

@@ -190,8 +190,10 @@ func TestReflinkChangeHints(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	r, err := New(Config{Source: fr, Target: &FileTarget{Disk: d}, Policy: Policy{KeepLast: 2, KeepHourly: -1, ScrubEvery: 5},
-		Transfer: &transfer.Options{BlockSize: 4096}})
+	sigs := filepath.Join(t.TempDir(), "sigs")
+	ft := &FileTarget{Disk: d, Dir: t.TempDir()}
+	r, err := New(Config{Source: fr, Target: ft, Policy: Policy{KeepLast: 2, KeepHourly: -1, ScrubEvery: 5},
+		Transfer: &transfer.Options{BlockSize: 4096}, SignatureDir: sigs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,6 +242,36 @@ func TestReflinkChangeHints(t *testing.T) {
 		if !bytes.Equal(s, tg) {
 			t.Fatalf("cycle %d: the target differs from the source", c)
 		}
+		// The point's signature (built on the last one's, hashing only
+		// the hinted blocks) proves the point holds the source.
+		ps, err := ft.OpenPoint(ctx, rep.Point.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		differ, err := VerifyPoint(ctx, ps, SignaturePath(sigs, rep.Point.ID))
+		ps.Close()
+		if err != nil || differ != 0 {
+			t.Fatalf("cycle %d: point %s against its signature: %d bytes differ, %v", c, rep.Point.ID, differ, err)
+		}
+	}
+	// Retention deleted the signatures of the points it deleted.
+	if left, _ := filepath.Glob(filepath.Join(sigs, "*.sig")); len(left) != 2 {
+		t.Fatalf("signatures left: %v, want the 2 kept points'", left)
+	}
+	// A point changed after the fact no longer matches.
+	pts, _ := ft.ListPoints(ctx)
+	last := pts[len(pts)-1]
+	pf, err := os.OpenFile(ft.pointPath(last.ID), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf.WriteAt([]byte("rot"), 12345)
+	pf.Close()
+	ps, _ := ft.OpenPoint(ctx, last.ID)
+	differ, err := VerifyPoint(ctx, ps, SignaturePath(sigs, last.ID))
+	ps.Close()
+	if err != nil || differ == 0 {
+		t.Fatalf("a changed point against its signature: %d bytes differ, %v", differ, err)
 	}
 	r.Close(ctx)
 }

@@ -45,6 +45,13 @@ type Config struct {
 	// process then starts with a full comparison and does not delete
 	// the points of an earlier one.
 	StateFile string
+	// SignatureDir, when set, keeps a signature of each recovery point
+	// cut (SignaturePath): the keyed hashes of the source view it was
+	// synced from, so that VerifyPoint proves a point, or a disk
+	// restored from it, holds what was replicated, without the source.
+	// A hinted cycle hashes only its hinted blocks; a full one every
+	// block. Signatures hold their key: keep the folder private.
+	SignatureDir string
 	// OnCycle, when set, is called at the end of every cycle, successful
 	// or not, with its report and error, on the goroutine that ran it:
 	// the place for a service's log line and metrics.
@@ -159,6 +166,7 @@ func New(cfg Config) (*Replicator, error) {
 	if err != nil {
 		return nil, err
 	}
+	d.sigDir = cfg.SignatureDir
 	return &Replicator{d: d, freezer: cfg.Source, sem: make(chan struct{}, 1), sched: schedule{interval: d.policy.Interval}, onCycle: cfg.OnCycle}, nil
 }
 

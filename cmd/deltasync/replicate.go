@@ -158,6 +158,9 @@ type replication struct {
 func (x *replication) statePath() string  { return filepath.Join(x.dir, x.name+".state") }
 func (x *replication) statusPath() string { return filepath.Join(x.dir, x.name+".status.json") }
 
+// signatureDir holds the signatures of the replication's points.
+func (x *replication) signatureDir() string { return filepath.Join(x.dir, x.name+".signatures") }
+
 func (x *replication) close(ctx context.Context) error {
 	var errs []error
 	if x.r != nil {
@@ -348,7 +351,8 @@ func (x *replication) config(f *replFlags, policy replicate.Policy, o transfer.O
 	}
 	x.metrics = newReplMetrics(x.name)
 	o.Progress = nil
-	return replicate.Config{Name: x.name, Policy: policy, Quotas: quotas, Transfer: &o, StateFile: x.statePath(), OnCycle: x.onCycle}, nil
+	return replicate.Config{Name: x.name, Policy: policy, Quotas: quotas, Transfer: &o, StateFile: x.statePath(), OnCycle: x.onCycle,
+		SignatureDir: x.signatureDir()}, nil
 }
 
 // lockState takes the replication's lock in the state folder: one

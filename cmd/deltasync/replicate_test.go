@@ -125,9 +125,21 @@ func TestReplicateOnce(t *testing.T) {
 	// The newest point is the source now; restoring it is a test
 	// failover that leaves the target alone.
 	out := filepath.Join(dir, "restored.img")
-	o = runCmd(t, "points", "restore", dstPath, pts[2].ID, out)
-	want(t, o, 0, "verified")
+	o = runCmd(t, "points", "restore", "-state-dir", state, dstPath, pts[2].ID, out)
+	want(t, o, 0, "verified it against the point and against its signature")
 	sameBytes(t, "the restored newest point", out, src)
+	// Each point is proved against its signature without the source; a
+	// point changed after the fact is caught.
+	for _, p := range pts {
+		want(t, runCmd(t, "points", "verify", "-state-dir", state, dstPath, p.ID), 0, "holds exactly what was replicated")
+	}
+	pf, err := os.OpenFile(filepath.Join(dir, "replica.img@"+pts[1].ID+".point"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf.WriteAt([]byte("rot"), 5*miB)
+	pf.Close()
+	want(t, runCmd(t, "points", "verify", "-state-dir", state, dstPath, pts[1].ID), 1, "not what was replicated")
 	// Deleting a point.
 	want(t, runCmd(t, "points", "delete", dstPath, pts[0].ID), 0)
 	o = runCmd(t, "points", "list", dstPath)
