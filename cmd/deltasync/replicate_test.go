@@ -13,6 +13,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // logLines parses the JSON log lines of a replicate run.
@@ -392,4 +395,118 @@ disks:
 	os.WriteFile(path, []byte(strings.Replace(cfg, "keep-last: 2", "keep-lats: 2", 1)), 0o600)
 	o := runCmd(t, "replicate", "-once", "-config", path)
 	want(t, o, 2, "line 7: keep-lats is not a key here")
+}
+
+// TestReplicateMetrics scrapes /metrics after one cycle of a service,
+// parses it with client_golang's own text parser, and checks the values
+// against the cycle's JSON log line and the status file.
+func TestReplicateMetrics(t *testing.T) {
+	rng := newRand(t)
+	dir := t.TempDir()
+	srcPath, dstPath, state := filepath.Join(dir, "vm1.img"), filepath.Join(dir, "replica.img"), filepath.Join(dir, "state")
+	src := randomBytes(rng, 4*miB)
+	copy(src[miB:2*miB], make([]byte, miB)) // a zero MiB: not written to a new file
+	writeFile(t, srcPath, src)
+	addr := freePort(t)
+	logPath := filepath.Join(dir, "log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd, _, _ := command(t, "replicate", "-interval", "1h", "-state-dir", state, "-log-format", "json", "-metrics", addr, srcPath, dstPath)
+	cmd.Stderr = logf
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	waitFor(t, 20*time.Second, "the first cycle", func() bool {
+		v, err := readStatus(state, "replica")
+		return err == nil && v.Cycles == 1
+	})
+	code, body := httpGet("http://" + addr + "/metrics")
+	if code != 200 {
+		t.Fatalf("/metrics: %d", code)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := p.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("parsing /metrics: %v", err)
+	}
+	value := func(name string, labels ...string) float64 {
+		t.Helper()
+		mf, ok := mfs[name]
+		if !ok {
+			t.Fatalf("no metric %s", name)
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			got := map[string]string{}
+			for _, l := range m.GetLabel() {
+				got[l.GetName()] = l.GetValue()
+			}
+			for i := 0; i+1 < len(labels); i += 2 {
+				if got[labels[i]] != labels[i+1] {
+					continue next
+				}
+			}
+			if got["disk"] != "replica" {
+				t.Fatalf("%s has disk=%q", name, got["disk"])
+			}
+			switch {
+			case m.Counter != nil:
+				return m.Counter.GetValue()
+			case m.Gauge != nil:
+				return m.Gauge.GetValue()
+			case m.Histogram != nil:
+				return float64(m.Histogram.GetSampleCount())
+			}
+		}
+		t.Fatalf("no %s%v", name, labels)
+		return 0
+	}
+	b, _ := os.ReadFile(logPath)
+	cl := cycleLines(t, string(b))
+	if len(cl) != 1 {
+		t.Fatalf("cycle log lines: %v", cl)
+	}
+	c := cl[0]
+	for _, k := range []string{"cycle", "view", "full", "reason", "compared", "written", "zeroed", "seconds", "point", "point_kept", "deleted", "disk", "level", "time"} {
+		if _, ok := c[k]; !ok {
+			t.Errorf("the cycle log line has no %q: %v", k, c)
+		}
+	}
+	for _, x := range []struct {
+		got, want float64
+		what      string
+	}{
+		{value("deltasync_replication_cycles_total", "result", "success"), 1, "successful cycles"},
+		{value("deltasync_replication_cycles_total", "result", "failure"), 0, "failed cycles"},
+		{value("deltasync_replication_bytes_total", "kind", "written"), c["written"].(float64), "bytes written"},
+		{value("deltasync_replication_bytes_total", "kind", "compared"), c["compared"].(float64), "bytes compared"},
+		{value("deltasync_replication_bytes_total", "kind", "zeroed"), c["zeroed"].(float64), "bytes zeroed"},
+		{value("deltasync_replication_points"), 1, "points"},
+		{value("deltasync_replication_cycle_duration_seconds"), 1, "cycle durations observed"},
+		{value("deltasync_replication_scrubs_total"), 1, "scrubs (the first cycle compares everything)"},
+		{value("deltasync_replication_cycle_running"), 0, "cycles running"},
+	} {
+		if x.got != x.want {
+			t.Errorf("%s: %v, want %v", x.what, x.got, x.want)
+		}
+	}
+	if w := c["written"].(float64); w != 3*miB {
+		t.Errorf("written %v, want the 3 MiB of data (the zero MiB is not written to a new file)", w)
+	}
+	lag := value("deltasync_replication_lag_seconds")
+	if lag <= 0 || lag > time.Since(start).Seconds() {
+		t.Errorf("lag %v s, want within (0, %v]", lag, time.Since(start).Seconds())
+	}
+	if ls := value("deltasync_replication_last_success_timestamp_seconds"); ls < float64(start.Unix()) || ls > float64(time.Now().Unix()+1) {
+		t.Errorf("last success at %v, the run started at %v", ls, start.Unix())
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("SIGTERM: %v", err)
+	}
 }
