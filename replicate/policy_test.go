@@ -1,6 +1,10 @@
 package replicate
 
 import (
+	"context"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -131,5 +135,70 @@ func TestValidateCountsEveryRule(t *testing.T) {
 	t.Log(err)
 	if err := (Policy{KeepWithin: -time.Second}).Validate(0); err == nil {
 		t.Fatal("negative keep-within accepted")
+	}
+}
+
+// TestRetainThousandCycles runs 1,000 real cycles of a small image every
+// 15 minutes on a fake clock (the points' times) with keep-last 3,
+// keep-hourly 6, keep-daily 4, keep-weekly 2, and checks the points kept
+// at the end against restic's documented forget behaviour, worked out by
+// hand: the 3 newest; the newest of each of the last 6 hours; the newest
+// of each of the last 4 days; the newest of each of the last 2 ISO weeks.
+func TestRetainThousandCycles(t *testing.T) {
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(71, 72))
+	sp, tgt, dir := localPair(t, rng, 4096)
+	t0 := time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC) // a Monday
+	now := t0
+	clock := func() time.Time { return now }
+	tgt.Now = clock
+	src := openSource(t, sp)
+	p := Policy{Interval: 15 * time.Minute, KeepLast: 3, KeepHourly: 6, KeepDaily: 4, KeepWeekly: 2}
+	r, err := New(Config{Source: Quiesced(src, clock), Target: tgt, Policy: p, StateFile: filepath.Join(dir, "state")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(ctx)
+	f, err := os.OpenFile(sp, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for i := range 1000 {
+		now = t0.Add(time.Duration(i) * 15 * time.Minute)
+		f.WriteAt([]byte{byte(i), byte(i >> 8)}, 0) // a change: each cycle cuts a point
+		rep, err := r.Cycle(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.PointKept {
+			t.Fatalf("cycle %d kept a point though the source changed", i)
+		}
+		if n := len(r.Status().Points); n > p.MaxPoints() {
+			t.Fatalf("cycle %d: %d points kept, over MaxPoints %d", i, n, p.MaxPoints())
+		}
+	}
+	// The last point: 2026-03-12 09:45, a Thursday.
+	at := func(day, h, m int) string { return time.Date(2026, 3, day, h, m, 0, 0, time.UTC).Format(pointLayout) }
+	want := []string{
+		at(8, 23, 45),                                 // weekly: the newest of the week before
+		at(9, 23, 45), at(10, 23, 45), at(11, 23, 45), // daily: the newest of each earlier day
+		at(12, 4, 45), at(12, 5, 45), at(12, 6, 45), at(12, 7, 45), at(12, 8, 45), // hourly
+		at(12, 9, 15), at(12, 9, 30), at(12, 9, 45), // last 3 (09:45 is also hourly, daily, weekly)
+	}
+	var got []string
+	for _, pt := range r.Status().Points {
+		got = append(got, pt.ID)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("kept %v\nwant %v", got, want)
+	}
+	// And on the target itself: exactly those point files.
+	listed, err := tgt.ListPoints(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(listed) != len(want) {
+		t.Fatalf("%d point files on the target, want %d", len(listed), len(want))
 	}
 }
