@@ -24,7 +24,13 @@ const DefaultGrain = 64 << 10
 // (device-mapper's era target: `era_invalidate --written-since`;
 // thin_delta between two thin snapshots; a block-layer filter) or from its
 // own write path, and the replicator takes it (Take) before freezing the
-// source, so that every write before the freeze is in the cycle's hints.
+// source and adds what was marked since (Peek) after freezing, so that
+// every write before the freeze is in the cycle's hints.
+//
+// The rule for the writer: Mark a range before the write to it is issued
+// (mark, then write). Then every write done before the freeze was marked
+// before the freeze, and is compared by the cycle; a write marked after
+// the Take is compared again by the next cycle too.
 //
 // # Persistence and trust
 //
@@ -218,6 +224,17 @@ func (m *DirtyMap) Take() (ranges []disk.Range, trusted bool, why string) {
 		m.cur[i] = 0
 	}
 	return m.rangesLocked(m.taken), m.trusted, m.why
+}
+
+// Peek returns the ranges marked since the last Take, without taking
+// them: they stay for the next cycle. The replicator adds them to a
+// cycle's hints after freezing, so that a write marked between the Take
+// and the freeze (in the view, or not) is compared now and again next
+// time.
+func (m *DirtyMap) Peek() []disk.Range {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.rangesLocked(m.cur)
 }
 
 // Done says the cycle that took the ranges finished: they are forgotten,

@@ -157,7 +157,12 @@ func (d *member) plan(ctx context.Context, v View, tk taken) (hints []disk.Range
 		return nil, fmt.Sprintf("scrub (every %d cycles)", d.policy.ScrubEvery), nil
 	}
 	if tk.have {
+		// Marks made since the Take, before or after the freeze: a
+		// write marked before it was issued and done before the freeze
+		// is in the view, so it must be in the hints (they stay in the
+		// map for the next cycle too).
 		hints = append(hints, tk.ranges...)
+		hints = append(hints, d.dirty.Peek()...)
 		reason = "dirty map"
 	} else if c, ok := v.(Changer); ok {
 		rs, err := c.ChangedSince(ctx, st.Base)
