@@ -68,6 +68,7 @@ type DirtyMap struct {
 	trusted bool
 	why     string // why it is not trusted
 	closed  bool
+	inv     uint64 // Invalidate calls, so that Done can tell one made during its cycle
 }
 
 const (
@@ -209,6 +210,23 @@ func (m *DirtyMap) Invalidate(why string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.trusted, m.why = false, why
+	m.inv++
+}
+
+// Trusted reports whether the map is trusted now, and why not: a map
+// invalidated after the Take (a feed found damaged while the cycle froze
+// its source) must not hint that cycle.
+func (m *DirtyMap) Trusted() (bool, string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.trusted, m.why
+}
+
+// Invalidations counts the Invalidate calls so far (see DoneSince).
+func (m *DirtyMap) Invalidations() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.inv
 }
 
 // Take hands the marked ranges to a cycle and starts a new round of
@@ -241,10 +259,19 @@ func (m *DirtyMap) Peek() []disk.Range {
 // the map is trusted from now on (the cycle was either hinted by a trusted
 // map or compared everything), and the map is saved.
 func (m *DirtyMap) Done() error {
+	return m.DoneSince(m.Invalidations())
+}
+
+// DoneSince is Done for a cycle whose view was frozen when Invalidations
+// was inv: the map is trusted again only if it was not invalidated since
+// (events lost after the freeze are not covered by that cycle).
+func (m *DirtyMap) DoneSince(inv uint64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	clear(m.taken)
-	m.trusted, m.why = true, ""
+	if m.inv == inv {
+		m.trusted, m.why = true, ""
+	}
 	return m.saveLocked(false)
 }
 

@@ -96,3 +96,34 @@ func TestDirtyMapPersistence(t *testing.T) {
 		}
 	}
 }
+
+// TestDirtyInvalidatedDuringCycle: a map invalidated after the view was
+// frozen (events lost while the cycle ran) stays untrusted after that
+// cycle's Done; one invalidated before the freeze is trusted again once
+// the full cycle of a view frozen after it is done.
+func TestDirtyInvalidatedDuringCycle(t *testing.T) {
+	m, err := OpenDirtyMap(filepath.Join(t.TempDir(), "dirty"), 1<<20, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	m.Take()
+	m.Invalidate("lost before the freeze")
+	frozen := m.Invalidations()
+	if err := m.DoneSince(frozen); err != nil {
+		t.Fatal(err)
+	}
+	if ok, why := m.Trusted(); !ok {
+		t.Fatalf("not trusted after a full cycle frozen after the invalidation: %s", why)
+	}
+	m.Take()
+	frozen = m.Invalidations()
+	m.Invalidate("lost while the cycle ran")
+	m.DoneSince(frozen)
+	if ok, _ := m.Trusted(); ok {
+		t.Fatal("trusted after a cycle whose view was frozen before events were lost")
+	}
+	if _, ok, why := m.Take(); ok || why != "lost while the cycle ran" {
+		t.Fatalf("Take: trusted %v (%s)", ok, why)
+	}
+}

@@ -113,6 +113,7 @@ func (d *member) saveLocked() error {
 
 // taken is what a dirty map handed to a cycle, before the freeze.
 type taken struct {
+	inv     uint64 // the map's Invalidations when the view was frozen
 	have    bool
 	ranges  []disk.Range
 	trusted bool
@@ -140,6 +141,13 @@ func (d *member) take() taken {
 	return taken{have: true, ranges: rs, trusted: ok, why: why}
 }
 
+// dirtyTrustedNow reports whether the dirty map is still trusted after
+// the freeze.
+func (d *member) dirtyTrustedNow() bool {
+	ok, _ := d.dirty.Trusted()
+	return ok
+}
+
 // plan decides the hints of a cycle: nil means compare everything, for
 // the reason given.
 func (d *member) plan(ctx context.Context, v View, tk taken) (hints []disk.Range, reason string, err error) {
@@ -153,6 +161,9 @@ func (d *member) plan(ctx context.Context, v View, tk taken) (hints []disk.Range
 		return nil, fmt.Sprintf("resize (%d to %d bytes)", st.BaseSize, v.Size()), nil
 	case tk.have && !tk.trusted:
 		return nil, tk.why, nil
+	case tk.have && !d.dirtyTrustedNow():
+		_, why := d.dirty.Trusted()
+		return nil, why, nil
 	case d.policy.ScrubEvery > 0 && st.SinceFull+1 >= d.policy.ScrubEvery:
 		return nil, fmt.Sprintf("scrub (every %d cycles)", d.policy.ScrubEvery), nil
 	}
@@ -199,6 +210,9 @@ func (d *member) cycle(ctx context.Context, v View, tk taken, frozen time.Time) 
 			d.fail(ctx, v, err)
 		}
 	}()
+	if d.dirty != nil {
+		tk.inv = d.dirty.Invalidations() // the view is frozen now
+	}
 	hints, reason, err := d.plan(ctx, v, tk)
 	if err != nil {
 		return rep, err
@@ -297,7 +311,7 @@ func (d *member) cycle(ctx context.Context, v View, tk taken, frozen time.Time) 
 		}
 	}
 	if d.dirty != nil {
-		if err := d.dirty.Done(); err != nil {
+		if err := d.dirty.DoneSince(tk.inv); err != nil {
 			warn = append(warn, err)
 		}
 		e, g := d.dirty.Generation()

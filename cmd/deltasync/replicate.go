@@ -30,7 +30,7 @@ type replFlags struct {
 	keepMonthly, scrubEvery                          int
 	once, pointEveryCycle                            bool
 	tz, stateDir, name, pointsDir, freeze, logFormat string
-	metrics, quota                                   string
+	metrics, quota, dirtyFeed                        string
 }
 
 func newReplicateFlags(r *replFlags, name, usage string) *flag.FlagSet {
@@ -83,6 +83,7 @@ func (r *replFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&r.pointsDir, "points-dir", "", "image file DST: folder of its recovery points (default: DST's folder)")
 	fs.StringVar(&r.freeze, "freeze", "auto", "how an image file SRC is frozen each cycle: reflink (a reflink copy beside it; XFS, btrfs), quiesced (the file itself: nothing may write it while a cycle runs, or the cycle fails), auto (reflink where the filesystem has it, else quiesced)")
 	fs.StringVar(&r.logFormat, "log-format", "text", "log lines on stderr: text or json")
+	fs.StringVar(&r.dirtyFeed, "dirty-feed", "", "image file or device SRC: a file to which the source's writer appends a line 'OFFSET LENGTH' before each write it issues; cycles then compare only those ranges (see docs/replication.md for when the feed is trusted)")
 	fs.StringVar(&r.metrics, "metrics", "", "serve Prometheus metrics on /metrics and health on /healthz and /readyz at this address, e.g. 127.0.0.1:9750")
 	fs.StringVar(&r.quota, "quota", "auto", "snapshot quota the retention must fit: premium (100 snapshots of a premium page blob), standard (none), managed (500, 7 per 5 minutes), none; auto: premium for a page blob DST, none for a file")
 	rf := &r.rf
@@ -330,6 +331,17 @@ func (x *replication) open(ctx context.Context, f *replFlags, policy replicate.P
 	cfg, err := x.config(f, policy, o, blob)
 	if err != nil {
 		return err
+	}
+	if f.dirtyFeed != "" {
+		if isBlobURL(srcArg) {
+			return usagef("replicate", "-dirty-feed is for a local source; a page blob's changes come from its snapshot diffs")
+		}
+		feed, err := openDirtyFeed(f.dirtyFeed, filepath.Join(x.dir, x.name+".dirty"), srcSize)
+		if err != nil {
+			return err
+		}
+		x.closers = append(x.closers, feed.Close)
+		freezer, cfg.Dirty = feedFreezer{freezer, feed}, feed.m
 	}
 	cfg.Source, cfg.Target = freezer, tgt
 	x.r, err = replicate.New(cfg)

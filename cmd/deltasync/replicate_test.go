@@ -566,3 +566,69 @@ func TestReplicateKill9(t *testing.T) {
 	}
 	t.Logf("%d points, all of them states of the source", len(files))
 }
+
+// TestReplicateDirtyFeed: a writer that appends "OFFSET LENGTH" to a feed
+// before each write gets hinted cycles that compare only what it wrote; a
+// bad line, and a replaced feed, make the next cycle compare everything,
+// saying why.
+func TestReplicateDirtyFeed(t *testing.T) {
+	rng := newRand(t)
+	dir := t.TempDir()
+	srcPath, dstPath, state, feed := filepath.Join(dir, "vm1.img"), filepath.Join(dir, "replica.img"), filepath.Join(dir, "state"), filepath.Join(dir, "vm1.feed")
+	src := randomBytes(rng, 8*miB)
+	writeFile(t, srcPath, src)
+	args := []string{"replicate", "-once", "-dirty-feed", feed, "-state-dir", state, "-keep-hourly", "0", "-log-format", "json", srcPath, dstPath}
+	cycle := func() map[string]any {
+		t.Helper()
+		o := runCmd(t, args...)
+		want(t, o, 0)
+		cl := cycleLines(t, o.stderr)
+		if len(cl) != 1 || cl[0]["msg"] != "cycle done" {
+			t.Fatalf("cycle: %v\n%s", cl, o)
+		}
+		sameBytes(t, "the target", dstPath, src)
+		return cl[0]
+	}
+	if c := cycle(); c["full"] != true {
+		t.Fatalf("the first cycle of a new feed: %v", c)
+	}
+	// The writer's rule: the line first, then the write.
+	ff, err := os.OpenFile(feed, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ff.Close()
+	write := func(off, n int) {
+		fmt.Fprintf(ff, "%d %d\n", off, n)
+		copy(src[off:], randomBytes(rng, n))
+		f, _ := os.OpenFile(srcPath, os.O_WRONLY, 0)
+		f.WriteAt(src[off:off+n], int64(off))
+		f.Close()
+	}
+	write(100, 5000)
+	write(3*miB+7, 70000)
+	write(7*miB, 4096)
+	c := cycle()
+	if c["full"] != false || !strings.Contains(c["reason"].(string), "dirty map") {
+		t.Fatalf("a cycle after fed writes: %v", c)
+	}
+	if cmp := c["compared"].(float64); cmp == 0 || cmp > 4*64*kiB {
+		t.Fatalf("compared %v bytes for three writes (at most four 64 KiB grains)", cmp)
+	}
+	fmt.Fprintf(ff, "not a range\n")
+	write(2*miB, 512)
+	if c := cycle(); c["full"] != true || !strings.Contains(c["reason"].(string), "bad line") {
+		t.Fatalf("after a bad line: %v", c)
+	}
+	if c := cycle(); c["full"] != false {
+		t.Fatalf("the cycle after the full one: %v", c)
+	}
+	// The operator replaces the feed (rotation): one full cycle.
+	ff.Close()
+	os.Remove(feed)
+	ff, _ = os.Create(feed)
+	write(5*miB, 512)
+	if c := cycle(); c["full"] != true || !strings.Contains(c["reason"].(string), "replaced or truncated") {
+		t.Fatalf("after the feed was replaced: %v", c)
+	}
+}
