@@ -150,7 +150,14 @@ func (d *member) dirtyTrustedNow() bool {
 
 // plan decides the hints of a cycle: nil means compare everything, for
 // the reason given.
-func (d *member) plan(ctx context.Context, v View, tk taken) (hints []disk.Range, reason string, err error) {
+//
+// Hints say what changed in the source since the base view; they are
+// enough only while the target still holds that view. before is the
+// target's version read before this cycle touched it: unless it equals
+// the one read at the end of the last successful cycle (PointVersion),
+// something wrote the target since (or it has no version to tell), and
+// everything is compared.
+func (d *member) plan(ctx context.Context, v View, tk taken, before string) (hints []disk.Range, reason string, err error) {
 	d.mu.Lock()
 	st := d.st
 	d.mu.Unlock()
@@ -159,6 +166,12 @@ func (d *member) plan(ctx context.Context, v View, tk taken) (hints []disk.Range
 		return nil, "first cycle", nil
 	case v.Size() != st.BaseSize:
 		return nil, fmt.Sprintf("resize (%d to %d bytes)", st.BaseSize, v.Size()), nil
+	case before == "":
+		return nil, "the target has no version to prove it unchanged since the last cycle", nil
+	case st.PointVersion == "":
+		return nil, "no version of the target was recorded by the last cycle", nil
+	case before != st.PointVersion:
+		return nil, "the target was written since the last cycle", nil
 	case tk.have && !tk.trusted:
 		return nil, tk.why, nil
 	case tk.have && !d.dirtyTrustedNow():
@@ -213,7 +226,12 @@ func (d *member) cycle(ctx context.Context, v View, tk taken, frozen time.Time) 
 	if d.dirty != nil {
 		tk.inv = d.dirty.Invalidations() // the view is frozen now
 	}
-	hints, reason, err := d.plan(ctx, v, tk)
+	// The target's version before this cycle touches it: the evidence
+	// that nobody wrote it since the last cycle (for hints, and for
+	// keeping the newest point; the sync's own bookkeeping, such as a
+	// witness's marks, moves it without changing data).
+	before := d.targetVersion(ctx)
+	hints, reason, err := d.plan(ctx, v, tk, before)
 	if err != nil {
 		return rep, err
 	}
@@ -233,10 +251,6 @@ func (d *member) cycle(ctx context.Context, v View, tk taken, frozen time.Time) 
 		return rep, err
 	}
 
-	// The target's version before the sync: the evidence that nobody
-	// wrote it since its newest point (the sync's own bookkeeping, such
-	// as a witness's marks, may move the version without changing data).
-	before := d.targetVersion(ctx)
 	t0 := time.Now()
 	opts := d.opts
 	opts.Hints = hints
@@ -251,8 +265,9 @@ func (d *member) cycle(ctx context.Context, v View, tk taken, frozen time.Time) 
 			return rep, fmt.Errorf("replicate: disk %q: flushing before the recovery point: %w", d.name, err)
 		}
 	}
+	v1 := d.targetVersion(ctx) // after the flush: what the point, cut or kept, holds
 	var pt Point
-	if why := d.pointCurrent(st, before); why == "" {
+	if why := d.pointCurrent(ctx, st, before); why == "" {
 		// Nothing changed and the target is as its newest point holds
 		// it: that point stands for this cycle too.
 		d.mu.Lock()
@@ -279,7 +294,13 @@ func (d *member) cycle(ctx context.Context, v View, tk taken, frozen time.Time) 
 	}
 	rep.Cut = time.Since(t0)
 	rep.Point = pt
-	pointVersion := d.targetVersion(ctx)
+	pointVersion := v1
+	if !rep.PointKept {
+		// A write between the two reads may or may not be in the point:
+		// then no version vouches for it (the next cycle compares
+		// everything).
+		pointVersion = stableVersion(v1, d.targetVersion(ctx))
+	}
 
 	d.mu.Lock()
 	prevID := ""
@@ -340,6 +361,15 @@ func (d *member) cycle(ctx context.Context, v View, tk taken, frozen time.Time) 
 	return rep, nil
 }
 
+// stableVersion is a when b equals it, else "": a version read twice
+// around an operation vouches for it only if nothing moved in between.
+func stableVersion(a, b string) string {
+	if a != "" && a == b {
+		return a
+	}
+	return ""
+}
+
 // targetVersion returns the target's version, or "" when it has none or
 // it cannot be read.
 func (d *member) targetVersion(ctx context.Context) string {
@@ -357,7 +387,7 @@ func (d *member) targetVersion(ctx context.Context) string {
 // the one read at the end of the cycle that cut or kept the newest point
 // (evidence that nobody wrote it since); a target without a version, a
 // group member and a policy of a point every cycle always cut one.
-func (d *member) pointCurrent(st transfer.Stats, before string) string {
+func (d *member) pointCurrent(ctx context.Context, st transfer.Stats, before string) string {
 	if d.policy.PointEveryCycle {
 		return "a point every cycle (policy)"
 	}
@@ -380,6 +410,18 @@ func (d *member) pointCurrent(st transfer.Stats, before string) string {
 		return "no version was recorded with the newest point"
 	case before != want:
 		return "the target was written since its newest point"
+	}
+	// The point itself must still be there (a lifecycle rule, or a user,
+	// may have deleted it).
+	d.mu.Lock()
+	newest := d.st.Points[n-1].ID
+	d.mu.Unlock()
+	pts, err := d.target.ListPoints(ctx)
+	if err != nil {
+		return fmt.Sprintf("listing the points to find the newest: %v", err)
+	}
+	if !slices.ContainsFunc(pts, func(p Point) bool { return p.ID == newest }) {
+		return "the newest point " + newest + " is gone from the target"
 	}
 	return ""
 }

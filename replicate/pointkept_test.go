@@ -164,3 +164,56 @@ func TestDirtyMarkBetweenTakeAndFreeze(t *testing.T) {
 		t.Fatal("the mark made after the take was forgotten by the next cycle")
 	}
 }
+
+// TestHintsNeedAnUnchangedTarget: hints say what changed in the source;
+// a target written behind the replicator's back between hinted cycles
+// makes the next cycle compare everything (and repair it), and a newest
+// point deleted by someone else is not "kept".
+func TestHintsNeedAnUnchangedTarget(t *testing.T) {
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(83, 84))
+	const size = 4 << 20
+	sp, tgt, dir := localPair(t, rng, size)
+	dm, err := OpenDirtyMap(filepath.Join(dir, "dirty"), size, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dm.Close()
+	r, err := New(Config{Source: Quiesced(openSource(t, sp), nil), Target: tgt, Dirty: dm, Policy: Policy{KeepHourly: -1}, StateFile: filepath.Join(dir, "state")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cycle := func() CycleReport {
+		t.Helper()
+		rep, err := r.Cycle(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	cycle() // full: a new map
+	writeFile(t, sp, []byte("fed"), 1<<20, dm)
+	if rep := cycle(); rep.Full {
+		t.Fatalf("a fed cycle compared everything: %s", rep.Reason)
+	}
+	f, _ := os.OpenFile(tgt.Path(), os.O_RDWR, 0)
+	f.WriteAt([]byte("scribble"), 2<<20)
+	f.Close()
+	writeFile(t, sp, []byte("fed again"), 3<<20, dm)
+	rep := cycle()
+	if !rep.Full || rep.Reason != "the target was written since the last cycle" {
+		t.Fatalf("after the target was written: full %v (%s)", rep.Full, rep.Reason)
+	}
+	s, _ := os.ReadFile(sp)
+	pointEquals(t, tgt, rep.Point.ID, s)
+	// The newest point deleted behind its back: an unchanged cycle cuts
+	// a new one instead of keeping a point that is gone.
+	if err := tgt.DeletePoint(ctx, rep.Point.ID); err != nil {
+		t.Fatal(err)
+	}
+	rep = cycle()
+	if rep.PointKept || rep.PointReason == "" {
+		t.Fatalf("kept the deleted point %s (%s)", rep.Point.ID, rep.PointReason)
+	}
+	pointEquals(t, tgt, rep.Point.ID, s)
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
 	"time"
 
 	"github.com/deltasync/deltasync/transfer"
@@ -206,6 +207,9 @@ func (r *Replicator) Cycle(ctx context.Context) (rep CycleReport, err error) {
 		return rep, err
 	}
 	_, drop := r.d.policy.Retain(r.d.points())
+	// The point this cycle cut or kept holds the target now: it stays,
+	// whatever the clocks say (a point time stepping back).
+	drop = slices.DeleteFunc(drop, func(p Point) bool { return p.ID == rep.Point.ID })
 	deleted, derr := r.d.deletePoints(ctx, drop)
 	rep.Deleted = deleted
 	rep.Warning = errors.Join(rep.Warning, derr)

@@ -174,12 +174,13 @@ func Reprotect(ctx context.Context, cfg ReprotectConfig) (*ReprotectReport, erro
 			return rep, err
 		}
 	}
+	v1 := r.d.targetVersion(ctx)
 	pt, err := tgt.CreatePoint(ctx)
 	if err != nil {
 		return rep, fmt.Errorf("replicate: reprotect: cutting the first recovery point: %w", err)
 	}
 	pt.View, pt.ViewTime = v.ID(), v.Time()
-	r.d.adopt(v, pt, full, frozen)
+	r.d.adopt(v, pt, full, frozen, stableVersion(v1, r.d.targetVersion(ctx)))
 	release = false
 	if rc.Dirty != nil {
 		// The target now equals the view, which holds every write
@@ -256,10 +257,11 @@ func UnionRanges(lists ...[]disk.Range) []disk.Range {
 
 // adopt makes v (already synced to the target, whose point pt was cut)
 // the base of the next cycle.
-func (d *member) adopt(v View, pt Point, full bool, frozen time.Time) {
+func (d *member) adopt(v View, pt Point, full bool, frozen time.Time, version string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.base = v
+	d.st.PointVersion = version
 	d.st.Base, d.st.BaseSize, d.st.BaseTime = v.ID(), v.Size(), v.Time()
 	d.st.Cycles++
 	if full {
