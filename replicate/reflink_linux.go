@@ -40,7 +40,11 @@ var ErrNoReflink = errors.New("replicate: the filesystem has no reflinks (FICLON
 // one.
 type ReflinkFreezer struct {
 	path, dir string
-	img       *os.File
+	// Tag, when set before the first Freeze, goes in the views' names
+	// (.IMAGE.TAG.view-ID), so that two replications of one image keep
+	// apart the views each may delete (CleanViews).
+	Tag string
+	img *os.File // the image at NewReflinkFreezer, for Size after Close
 
 	mu   sync.Mutex
 	last int64 // the last view's ID, so that two never share one
@@ -66,7 +70,7 @@ func NewReflinkFreezer(path, dir string) (*ReflinkFreezer, error) {
 		dir = filepath.Dir(path)
 	}
 	f := &ReflinkFreezer{path: path, dir: dir, img: img}
-	trial := f.viewPath("trial")
+	trial := f.viewPath(fmt.Sprintf("trial-%d-%d", os.Getpid(), time.Now().UnixNano()))
 	if err := f.clone(trial); err != nil {
 		img.Close()
 		return nil, err
@@ -75,17 +79,53 @@ func NewReflinkFreezer(path, dir string) (*ReflinkFreezer, error) {
 	return f, nil
 }
 
-func (f *ReflinkFreezer) viewPath(id string) string {
-	return filepath.Join(f.dir, "."+filepath.Base(f.path)+".view-"+id)
+func (f *ReflinkFreezer) viewPrefix() string {
+	p := "." + filepath.Base(f.path)
+	if f.Tag != "" {
+		p += "." + f.Tag
+	}
+	return p + ".view-"
 }
 
-// clone makes a reflink copy of the image at dst (a new file).
+func (f *ReflinkFreezer) viewPath(id string) string {
+	return filepath.Join(f.dir, f.viewPrefix()+id)
+}
+
+// CleanViews deletes the views of this freezer's image and tag left by a
+// process that was killed, but for those named in keep (the base of the
+// next cycle, which the state file names).
+func (f *ReflinkFreezer) CleanViews(ctx context.Context, keep []string) error {
+	names, err := filepath.Glob(filepath.Join(f.dir, f.viewPrefix()+"*"))
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, n := range names {
+		id := "r" + strings.TrimPrefix(filepath.Base(n), f.viewPrefix())
+		if slices.Contains(keep, id) || strings.HasPrefix(id, "rtrial-") {
+			continue
+		}
+		if err := os.Remove(n); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// clone makes a reflink copy of the image at dst (a new file), from the
+// file the path names now: an image replaced by a rename (a restore,
+// qemu-img convert) is the one cloned, not the file opened first.
 func (f *ReflinkFreezer) clone(dst string) error {
+	src, err := os.Open(f.path)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
 	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}
-	err = unix.IoctlFileClone(int(out.Fd()), int(f.img.Fd()))
+	err = unix.IoctlFileClone(int(out.Fd()), int(src.Fd()))
 	if err == nil {
 		err = out.Sync()
 	}
@@ -102,9 +142,9 @@ func (f *ReflinkFreezer) clone(dst string) error {
 	return nil
 }
 
-// Size returns the image's size now.
+// Size returns the size of the image the path names now.
 func (f *ReflinkFreezer) Size() int64 {
-	st, err := f.img.Stat()
+	st, err := os.Stat(f.path)
 	if err != nil {
 		return 0
 	}
@@ -321,6 +361,7 @@ func extentDiff(old, now []extent, oldSize, newSize int64) []disk.Range {
 }
 
 var (
+	_ ViewCleaner  = (*ReflinkFreezer)(nil)
 	_ Changer      = (*reflinkView)(nil)
 	_ Freezer      = (*ReflinkFreezer)(nil)
 	_ ViewReleaser = (*ReflinkFreezer)(nil)

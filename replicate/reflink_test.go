@@ -296,3 +296,61 @@ func TestExtentDiff(t *testing.T) {
 		t.Fatalf("a file against itself: %v", got)
 	}
 }
+
+// TestReflinkEdges: a stale trial file does not stop the freezer, views a
+// killed process left are deleted at the first cycle (the base a state
+// names is kept), and an image replaced by a rename is the one frozen.
+func TestReflinkEdges(t *testing.T) {
+	ctx := context.Background()
+	dir := xfsDir(t)
+	rng := rand.New(rand.NewPCG(45, 46))
+	sp := filepath.Join(dir, "vm1.img")
+	data := make([]byte, 8<<20)
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	os.WriteFile(sp, data, 0o644)
+	os.WriteFile(filepath.Join(dir, ".vm1.img.view-trial"), []byte("left by an old version"), 0o600)
+	os.WriteFile(filepath.Join(dir, ".vm1.img.vm1.view-123"), []byte("left by a killed process"), 0o600)
+	fr, err := NewReflinkFreezer(sp, "")
+	if err != nil {
+		t.Fatalf("a stale trial file stopped the freezer: %v", err)
+	}
+	defer fr.Close()
+	fr.Tag = "vm1"
+	d, err := localdisk.OpenTarget(filepath.Join(dir, "replica.img"), localdisk.TargetOptions{Create: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	r, err := New(Config{Source: fr, Target: &FileTarget{Disk: d, Dir: t.TempDir()}, Policy: Policy{KeepLast: 3, KeepHourly: -1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(ctx)
+	if _, err := r.Cycle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, ".vm1.img.vm1.view-123")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the view a killed process left is still there: %v", err)
+	}
+	if views, _ := filepath.Glob(filepath.Join(dir, ".vm1.img.vm1.view-*")); len(views) != 1 {
+		t.Fatalf("views %v, want the base only", views)
+	}
+	// The image is replaced by a rename: the new file is replicated.
+	for i := range data[:1<<20] {
+		data[i] = byte(rng.Uint32())
+	}
+	tmp := filepath.Join(dir, "vm1.img.new")
+	os.WriteFile(tmp, data, 0o644)
+	if err := os.Rename(tmp, sp); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Cycle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(d.Path())
+	if !bytes.Equal(got, data) {
+		t.Fatal("the target is not the image that replaced the old one")
+	}
+}

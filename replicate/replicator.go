@@ -149,6 +149,7 @@ type Replicator struct {
 	sem     chan struct{}
 	sched   schedule
 	onCycle func(CycleReport, error)
+	cleaned bool // ViewCleaner called (under sem)
 }
 
 // New returns a Replicator for cfg. It validates the policy against the
@@ -191,6 +192,15 @@ func (r *Replicator) Cycle(ctx context.Context) (rep CycleReport, err error) {
 
 	start := time.Now()
 	orphans, oerr := r.d.reconcile(ctx)
+	if c, ok := r.freezer.(ViewCleaner); ok && !r.cleaned {
+		r.cleaned = true
+		r.d.mu.Lock()
+		keep := []string{r.d.st.Base}
+		r.d.mu.Unlock()
+		if err := c.CleanViews(ctx, keep); err != nil {
+			oerr = errors.Join(oerr, fmt.Errorf("replicate: disk %q: deleting views left by an earlier process: %w", r.d.name, err))
+		}
+	}
 	tk := r.d.take()
 	v, err := r.freezer.Freeze(ctx)
 	frozen := time.Now()

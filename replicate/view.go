@@ -35,6 +35,14 @@ type Freezer interface {
 	Freeze(ctx context.Context) (View, error)
 }
 
+// ViewCleaner is an optional capability of a Freezer: deleting the views
+// a process killed while it held them left behind, but for those named
+// in keep. The replicator calls it once, at its first cycle, keeping the
+// base its state names.
+type ViewCleaner interface {
+	CleanViews(ctx context.Context, keep []string) error
+}
+
 // FreezerFunc adapts a function to Freezer.
 type FreezerFunc func(ctx context.Context) (View, error)
 

@@ -408,6 +408,7 @@ func (x *replication) openSource(ctx context.Context, f *replFlags, arg string) 
 	case "auto", "reflink":
 		fr, err := replicate.NewReflinkFreezer(arg, "")
 		if err == nil {
+			fr.Tag = x.name
 			x.closers = append(x.closers, fr.Close)
 			x.log.Info("the source is frozen by a reflink copy each cycle", "freeze", "reflink")
 			return fr, fr.Size(), nil
