@@ -432,9 +432,11 @@ const orphanSkew = 5 * time.Minute
 
 // reconcile deletes the orphans of a cut whose result was not recorded
 // (st.Cutting set): the target's owned points that the state does not
-// name, newer than its newest point and not older than the cut's start
-// (less orphanSkew). Points older than that, which an earlier replicator
-// of the same name with a lost state may have made, are never touched.
+// name, newer than its newest point and taken within orphanSkew of the
+// cut's start (a point's time is when its cut began: a snapshot's
+// request, a FileTarget's copy). Points outside that window, which an
+// earlier replicator of the same name with a lost state, or another
+// state of the same name, may have made, are never touched.
 func (d *member) reconcile(ctx context.Context) ([]Point, error) {
 	d.mu.Lock()
 	cutting := d.st.Cutting
@@ -456,7 +458,7 @@ func (d *member) reconcile(ctx context.Context) ([]Point, error) {
 	floor := cutting.Add(-orphanSkew)
 	var gone []Point
 	for _, p := range owned {
-		if known[p.ID] || !p.Time.After(newest) || p.Time.Before(floor) {
+		if known[p.ID] || !p.Time.After(newest) || p.Time.Before(floor) || p.Time.After(cutting.Add(orphanSkew)) {
 			continue
 		}
 		if err := d.target.DeletePoint(ctx, p.ID); err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -6,7 +6,9 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/deltasync/deltasync/disk"
 )
@@ -216,4 +218,46 @@ func TestHintsNeedAnUnchangedTarget(t *testing.T) {
 		t.Fatalf("kept the deleted point %s (%s)", rep.Point.ID, rep.PointReason)
 	}
 	pointEquals(t, tgt, rep.Point.ID, s)
+}
+
+// ownedTarget is a FileTarget that claims the given points as owned.
+type ownedTarget struct {
+	*FileTarget
+	owned   []Point
+	deleted []string
+}
+
+func (o *ownedTarget) OwnedPoints(context.Context) ([]Point, error) { return o.owned, nil }
+func (o *ownedTarget) DeletePoint(ctx context.Context, id string) error {
+	o.deleted = append(o.deleted, id)
+	return nil
+}
+
+// TestOrphanWindow: only owned points taken within the skew of the
+// unrecorded cut's start are orphans; an older state restored with a
+// cut under way does not delete the points cut since.
+func TestOrphanWindow(t *testing.T) {
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(85, 86))
+	_, tgt, _ := localPair(t, rng, 4096)
+	cut := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	ot := &ownedTarget{FileTarget: tgt, owned: []Point{
+		{ID: "committed", Time: cut.Add(-time.Hour)},
+		{ID: "orphan", Time: cut.Add(2 * time.Second)},
+		{ID: "cut-an-hour-later", Time: cut.Add(time.Hour)},
+		{ID: "a-day-before", Time: cut.Add(-24 * time.Hour)},
+	}}
+	d := &member{name: "disk", target: ot}
+	d.st.Points = []Point{{ID: "committed", Time: cut.Add(-time.Hour)}}
+	d.st.Cutting = cut
+	gone, err := d.reconcile(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gone) != 1 || gone[0].ID != "orphan" || !slices.Equal(ot.deleted, []string{"orphan"}) {
+		t.Fatalf("deleted %v, want only the orphan", ot.deleted)
+	}
+	if !d.st.Cutting.IsZero() {
+		t.Fatal("the cut under way is still recorded after the reconciliation")
+	}
 }

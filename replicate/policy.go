@@ -68,8 +68,9 @@ const (
 // state file records that a cut is under way; when the cut's answer is
 // lost (an error, a kill), the next cycle lists the target's points
 // owned by this replication (OwnedPoints) and deletes those the state
-// does not name that are newer than its newest point and not older than
-// the unrecorded cut's start (less five minutes for the service's clock):
+// does not name that are newer than its newest point and taken within
+// five minutes (the service's clock against this machine's) of the
+// unrecorded cut's start:
 // the orphans, so they are never counted against the snapshot quota.
 // Older points, and points not owned by this replication, are never
 // deleted this way.
