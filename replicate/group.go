@@ -146,6 +146,18 @@ func NewGroup(cfg GroupConfig) (*Group, error) {
 		g.disks = append(g.disks, d)
 	}
 	g.sched = schedule{interval: g.disks[0].policy.Interval}
+	// The group points an earlier process kept, for the status until the
+	// first retention.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if ms, err := cfg.Manifests.List(ctx); err == nil {
+		for _, m := range ms {
+			if m.Group == cfg.Name {
+				g.manifests = append(g.manifests, m)
+			}
+		}
+		slices.SortFunc(g.manifests, func(a, b Manifest) int { return a.Time.Compare(b.Time) })
+	}
 	return g, nil
 }
 
@@ -233,6 +245,7 @@ func (g *Group) Cycle(ctx context.Context) (rep GroupReport, err error) {
 		return rep, err
 	}
 	rep.Manifest = m
+	g.setErr(nil) // a successful group cycle: the status shows no stale error
 	var rerr error
 	rep.Deleted, rerr = g.retain(ctx)
 	rep.Warning = errors.Join(rep.Warning, rerr)

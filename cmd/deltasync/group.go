@@ -215,7 +215,11 @@ func (x *replication) runHook(ctx context.Context, what string, argv []string) e
 func (x *replication) onGroupCycle(rep replicate.GroupReport, err error) {
 	var sum replicate.CycleReport
 	for _, d := range rep.Disks {
-		x.onCycleOf(d, nil, slog.New(x.handler).With("disk", d.Disk, "group", x.name))
+		var derr error
+		if err != nil && d.Point.ID == "" { // this member did not reach its point
+			derr = fmt.Errorf("the group cycle failed: %w", err)
+		}
+		x.onCycleOf(d, derr, slog.New(x.handler).With("disk", d.Disk, "group", x.name))
 		sum.Stats.Compared += d.Stats.Compared
 		sum.Stats.Written += d.Stats.Written
 		sum.Stats.Zeroed += d.Stats.Zeroed

@@ -198,6 +198,11 @@ func cmdReplicate(ctx context.Context, args []string) error {
 		}
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		for _, fl := range []string{"name", "points-dir", "dirty-feed"} {
+			if set[fl] {
+				return usagef("replicate", "-%s is per disk or per group: with -config, set it in the file (name:, and points-dir: under each disk)", fl)
+			}
+		}
 		c.apply(&rf, set)
 		x, policy, err := newReplication(&rf, "", "")
 		if err != nil {
@@ -206,7 +211,7 @@ func cmdReplicate(ctx context.Context, args []string) error {
 		x.log = slog.New(x.handler).With("group", x.name)
 		if err := x.openGroup(ctx, &rf, policy, c); err != nil {
 			x.close(context.WithoutCancel(ctx))
-			return err
+			return stoppedWhileOpening(err, rf.once)
 		}
 		return x.serve(ctx, &rf, "group "+c.Name, *config)
 	}
@@ -216,9 +221,21 @@ func cmdReplicate(ctx context.Context, args []string) error {
 	}
 	if err := x.open(ctx, &rf, policy, pos[0], pos[1]); err != nil {
 		x.close(context.WithoutCancel(ctx))
-		return err
+		return stoppedWhileOpening(err, rf.once)
 	}
 	return x.serve(ctx, &rf, pos[0], pos[1])
+}
+
+// stoppedWhileOpening is the error of an open that a signal cut short:
+// for -once, interrupted (130, 143); for the service, a clean stop (0).
+func stoppedWhileOpening(err error, once bool) error {
+	if caught.Load() == nil {
+		return err
+	}
+	if once {
+		return interrupted(err, -1, 0, "nothing was replicated; rerun the same command")
+	}
+	return errStopped
 }
 
 // newReplication checks the flags shared by replicate and reprotect and

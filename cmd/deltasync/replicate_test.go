@@ -393,6 +393,8 @@ disks:
 	if v, _ := readStatus(filepath.Join(dir, "state"), "vm1"); v.State != "stopped" || len(v.Points) != 2 {
 		t.Fatalf("group status after SIGTERM: %+v", v.statusFile)
 	}
+	// Per-disk flags belong in the file: refused, not silently ignored.
+	want(t, runCmd(t, "replicate", "-once", "-config", path, "-points-dir", dir), 2, "set it in the file")
 	os.WriteFile(path, []byte(strings.Replace(cfg, "keep-last: 2", "keep-lats: 2", 1)), 0o600)
 	o := runCmd(t, "replicate", "-once", "-config", path)
 	want(t, o, 2, "line 7: keep-lats is not a key here")

@@ -71,7 +71,7 @@ func cmdReprotect(ctx context.Context, args []string) error {
 		if x.lock != nil {
 			x.lock.Close()
 		}
-		return interrupted(err, -1, 0, "rerun the same command: the prior state already kept is not taken again")
+		return interrupted(err, -1, 0, "rerun the same command (a rerun keeps the original's state as it is then, as another prior-state point)")
 	}
 	x.r = rep.Replicator
 	if *then == "replicate" {
