@@ -123,14 +123,7 @@ func (f freezeWrite) Freeze(ctx context.Context) (View, error) {
 // compares it again.
 func TestDirtyMarkBetweenTakeAndFreeze(t *testing.T) {
 	ctx := context.Background()
-	rng := rand.New(rand.NewPCG(81, 82))
-	const size = 4 << 20
-	sp, tgt, dir := localPair(t, rng, size)
-	dm, err := OpenDirtyMap(filepath.Join(dir, "dirty"), size, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dm.Close()
+	sp, tgt, _, dm := dirtyPair(t, 81, 4<<20)
 	src := openSource(t, sp)
 	armed := false
 	fw := freezeWrite{Freezer: Quiesced(src, nil), write: func() {
@@ -173,14 +166,7 @@ func TestDirtyMarkBetweenTakeAndFreeze(t *testing.T) {
 // point deleted by someone else is not "kept".
 func TestHintsNeedAnUnchangedTarget(t *testing.T) {
 	ctx := context.Background()
-	rng := rand.New(rand.NewPCG(83, 84))
-	const size = 4 << 20
-	sp, tgt, dir := localPair(t, rng, size)
-	dm, err := OpenDirtyMap(filepath.Join(dir, "dirty"), size, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dm.Close()
+	sp, tgt, dir, dm := dirtyPair(t, 83, 4<<20)
 	r, err := New(Config{Source: Quiesced(openSource(t, sp), nil), Target: tgt, Dirty: dm, Policy: Policy{KeepHourly: -1}, StateFile: filepath.Join(dir, "state")})
 	if err != nil {
 		t.Fatal(err)
@@ -260,4 +246,17 @@ func TestOrphanWindow(t *testing.T) {
 	if !d.st.Cutting.IsZero() {
 		t.Fatal("the cut under way is still recorded after the reconciliation")
 	}
+}
+
+// dirtyPair is localPair with a new dirty map of the source, closed at
+// the end of the test.
+func dirtyPair(t *testing.T, seed uint64, size int64) (string, *FileTarget, string, *DirtyMap) {
+	t.Helper()
+	sp, tgt, dir := localPair(t, rand.New(rand.NewPCG(seed, seed+1)), size)
+	dm, err := OpenDirtyMap(filepath.Join(dir, "dirty"), size, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dm.Close() })
+	return sp, tgt, dir, dm
 }
