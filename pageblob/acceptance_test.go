@@ -13,17 +13,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -326,122 +322,6 @@ func intersect(rs []disk.Range, x disk.Range) []disk.Range {
 	return out
 }
 
-// faultKind is one fault the proxy injects.
-type faultKind int
-
-const (
-	faultResetBefore faultKind = iota // the connection is reset before the request is forwarded
-	faultResetAfter                   // forwarded and applied, then the connection is reset instead of answering
-	fault500                          // 500 InternalError, not forwarded
-	fault503                          // 503 ServerBusy with Retry-After: 1, not forwarded
-	faultSlow                         // forwarded after a delay of 0.2 to 1 s
-	faultKinds
-)
-
-func (k faultKind) String() string {
-	return [...]string{"reset-before", "reset-after-applied", "500", "503-retry-after", "slow"}[k]
-}
-
-// faultProxy is an HTTP reverse proxy on loopback that injects faults
-// into a fraction of the requests it forwards.
-type faultProxy struct {
-	srv      *httptest.Server
-	upstream string // host:port
-	rate     float64
-	fwd      http.RoundTripper
-
-	mu     sync.Mutex
-	r      *rand.Rand
-	counts [faultKinds]atomic.Int64
-	total  atomic.Int64
-}
-
-func newFaultProxy(t *testing.T, upstream string, rate float64, seed uint64) *faultProxy {
-	p := &faultProxy{upstream: upstream, rate: rate, r: rand.New(rand.NewPCG(seed, 3)),
-		fwd: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 64}}
-	p.srv = httptest.NewServer(p)
-	t.Cleanup(p.srv.Close)
-	return p
-}
-
-func (p *faultProxy) pick() (faultKind, time.Duration, bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.r.Float64() >= p.rate {
-		return 0, 0, false
-	}
-	return faultKind(p.r.IntN(int(faultKinds))), time.Duration(200+p.r.IntN(800)) * time.Millisecond, true
-}
-
-// reset hijacks the client's connection and closes it with a TCP RST.
-func reset(w http.ResponseWriter) {
-	conn, _, err := w.(http.Hijacker).Hijack()
-	if err != nil {
-		panic(err)
-	}
-	if tc, ok := conn.(*net.TCPConn); ok {
-		tc.SetLinger(0)
-	}
-	conn.Close()
-}
-
-func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	p.total.Add(1)
-	kind, delay, faulty := p.pick()
-	if faulty {
-		p.counts[kind].Add(1)
-		switch kind {
-		case faultResetBefore:
-			reset(w)
-			return
-		case fault500:
-			io.Copy(io.Discard, r.Body)
-			w.Header().Set("x-ms-error-code", "InternalError")
-			w.WriteHeader(http.StatusInternalServerError)
-			return
-		case fault503:
-			io.Copy(io.Discard, r.Body)
-			w.Header().Set("x-ms-error-code", "ServerBusy")
-			w.Header().Set("Retry-After", "1")
-			w.WriteHeader(http.StatusServiceUnavailable)
-			return
-		case faultSlow:
-			time.Sleep(delay)
-		}
-	}
-	out := r.Clone(r.Context())
-	out.RequestURI = ""
-	out.URL.Scheme, out.URL.Host, out.Host = "http", p.upstream, p.upstream
-	out.Header.Del("Connection")
-	resp, err := p.fwd.RoundTrip(out)
-	if err != nil {
-		reset(w)
-		return
-	}
-	defer resp.Body.Close()
-	if faulty && kind == faultResetAfter {
-		io.Copy(io.Discard, resp.Body) // the request was applied
-		reset(w)
-		return
-	}
-	for k, vs := range resp.Header {
-		w.Header()[k] = vs
-	}
-	w.WriteHeader(resp.StatusCode)
-	io.Copy(w, resp.Body)
-}
-
-func (p *faultProxy) report() string {
-	var parts []string
-	var n int64
-	for k := faultKind(0); k < faultKinds; k++ {
-		c := p.counts[k].Load()
-		n += c
-		parts = append(parts, fmt.Sprintf("%s %d", k, c))
-	}
-	return fmt.Sprintf("%d faults in %d requests (%.1f%%): %s", n, p.total.Load(), 100*float64(n)/float64(max(p.total.Load(), 1)), strings.Join(parts, ", "))
-}
-
 // (c) Through a proxy that resets connections (before forwarding, and
 // after the request was applied), answers 500 and 503 with Retry-After,
 // and delays answers, for 5% of the requests, ten syncs in a row, each
@@ -454,9 +334,9 @@ func TestAzuriteFaultyNetwork(t *testing.T) {
 	accImage(t, img, size, 0.5, 11)
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("fault seed %d", seed)
-	proxy := newFaultProxy(t, strings.SplitN(az.Endpoint, "/", 4)[2], 0.05, seed)
+	proxy := pageblobtest.NewFaultProxy(t, strings.SplitN(az.Endpoint, "/", 4)[2], 0.05, seed)
 	name := blobName(t)
-	viaProxy := proxy.srv.URL + "/" + azurite.Account + "/" + testContainer + "/" + name
+	viaProxy := proxy.URL + "/" + azurite.Account + "/" + testContainer + "/" + name
 	direct := az.BlobURL(testContainer, name)
 	journals := transfer.DirStore{Dir: filepath.Join(dir, "journals")}
 	opts := func() *Options {
@@ -468,7 +348,7 @@ func TestAzuriteFaultyNetwork(t *testing.T) {
 	o := opts()
 	o.CreateSize = size
 	if _, err := accRun(ctx, t, true, img, viaProxy, o, &transfer.Options{Journal: journals}); err != nil {
-		t.Fatalf("seed through the proxy: %v (%s)", err, proxy.report())
+		t.Fatalf("seed through the proxy: %v (%s)", err, proxy.Report())
 	}
 	downloadMatches(t, direct, img)
 	r := rand.New(rand.NewPCG(seed, 4))
@@ -484,12 +364,12 @@ func TestAzuriteFaultyNetwork(t *testing.T) {
 		ok++
 		t.Logf("sync %d: wrote %d bytes, read %d bytes of the target", i+1, st.Written, st.TargetRead)
 	}
-	t.Logf("%d of 10 syncs identical; %s", ok, proxy.report())
+	t.Logf("%d of 10 syncs identical; %s", ok, proxy.Report())
 	if ok != 10 {
 		t.Fatalf("%d of 10 syncs ended identical", ok)
 	}
-	for k := faultKind(0); k < faultKinds; k++ {
-		if proxy.counts[k].Load() == 0 {
+	for k := pageblobtest.FaultKind(0); k < pageblobtest.FaultKinds; k++ {
+		if proxy.Count(k) == 0 {
 			t.Logf("note: no %s fault was drawn in this run", k)
 		}
 	}
