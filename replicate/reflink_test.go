@@ -6,7 +6,6 @@ import (
 	"errors"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -15,54 +14,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/deltasync/deltasync/disk"
+	"github.com/deltasync/deltasync/internal/xfstest"
 	"github.com/deltasync/deltasync/localdisk"
 	"github.com/deltasync/deltasync/transfer"
 )
 
-// xfsDir mounts a new XFS filesystem (mkfs.xfs on a loop device over a
-// sparse file) and returns its mount point, or skips saying why; in CI
-// (CI=true), which has root, loop devices and xfsprogs, it fails instead.
-func xfsDir(t testing.TB) string {
-	t.Helper()
-	skip := t.Skipf
-	if os.Getenv("CI") == "true" {
-		skip = t.Fatalf
-	}
-	if os.Geteuid() != 0 {
-		skip("needs root for a loop device and a mount")
-	}
-	for _, tool := range []string{"losetup", "mkfs.xfs", "mount", "umount"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			skip("needs %s (xfsprogs, mount): %v", tool, err)
-		}
-	}
-	img := filepath.Join(t.TempDir(), "xfs.img")
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, 2<<30); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command("losetup", "-f", "--show", img).CombinedOutput()
-	if err != nil {
-		skip("no loop device: %v: %s", err, out)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
-	if out, err := exec.Command("mkfs.xfs", "-q", "-m", "reflink=1", dev).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.xfs: %v: %s", err, out)
-	}
-	mnt := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "xfs", dev, mnt).CombinedOutput(); err != nil {
-		skip("mount: %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
-			t.Errorf("umount: %v: %s", err, out)
-		}
-	})
-	return mnt
-}
+// xfsDir is xfstest.Dir with room for two 256 MiB images.
+func xfsDir(t testing.TB) string { return xfstest.Dir(t, 2<<30) }
 
 // TestReflinkFreezer replicates an image on XFS frozen by reflink
 // copies, to a FileTarget on the same filesystem (whose points are
