@@ -34,6 +34,7 @@ func cmdPoints(ctx context.Context, args []string) error {
        deltasync points restore DST POINT TO
        deltasync points delete DST POINT
        deltasync points verify DST POINT
+       deltasync points groups GROUP
 The recovery points 'deltasync replicate' keeps on DST (an image file: sparse
 copies beside it or in -points-dir; a page blob: its snapshots). restore writes
 the point into TO (an image file, a block device or a page blob; a missing file
@@ -41,7 +42,9 @@ or blob is created, an existing one gets only the differences); restore is the
 way to a test failover without touching DST, and is checked against the
 point's signature when the replication kept one. verify compares a point with
 its signature (the hashes of what the replication synced into it): exit 0 if it
-holds exactly that, 1 if not. delete deletes one point.
+holds exactly that, 1 if not. delete deletes one point. groups lists the group
+points of 'deltasync replicate -config' (in -state-dir): each names the point of
+every member, frozen together; restore each member's point to restore the group.
 `)
 		fs.PrintDefaults()
 	}
@@ -52,7 +55,7 @@ holds exactly that, 1 if not. delete deletes one point.
 	if len(pos) == 0 {
 		return usagef("points", "want list, restore or delete")
 	}
-	want := map[string]int{"list": 2, "restore": 4, "delete": 3, "verify": 3}
+	want := map[string]int{"list": 2, "restore": 4, "delete": 3, "verify": 3, "groups": 2}
 	n, ok := want[pos[0]]
 	if !ok {
 		return usagef("points", "unknown action %q: want list, restore, verify or delete", pos[0])
@@ -62,6 +65,9 @@ holds exactly that, 1 if not. delete deletes one point.
 	}
 	if *stateDir == "" {
 		*stateDir = replicateDirDefault()
+	}
+	if pos[0] == "groups" {
+		return listGroupPoints(ctx, *stateDir, pos[1], rf.json)
 	}
 	if *name == "" {
 		*name = defaultName(pos[1])
@@ -189,4 +195,31 @@ func openPoints(arg, pointsDir string) (replicate.Points, func() error, error) {
 		return nil, nil, err
 	}
 	return &replicate.FileTarget{Disk: d, Dir: pointsDir}, d.Close, nil
+}
+
+// listGroupPoints prints the manifests of group name, oldest first.
+func listGroupPoints(ctx context.Context, stateDir, name string, asJSON bool) error {
+	dir := filepath.Join(stateDir, name+".manifests")
+	if _, err := os.Stat(dir); err != nil {
+		return fmt.Errorf("no group %q in %s (%v): check the name and -state-dir", name, stateDir, err)
+	}
+	ms, err := replicate.DirManifests{Dir: dir}.List(ctx)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		if ms == nil {
+			ms = []replicate.Manifest{}
+		}
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(ms)
+	}
+	for _, m := range ms {
+		fmt.Printf("%s  frozen %s\n", m.ID, m.Frozen.UTC().Format(time.RFC3339Nano))
+		for _, d := range m.Disks {
+			fmt.Printf("  %-12s point %s  %s\n", d.Name, d.Point, bytesHuman(d.Size))
+		}
+	}
+	return nil
 }

@@ -393,10 +393,24 @@ disks:
 	if v, _ := readStatus(filepath.Join(dir, "state"), "vm1"); v.State != "stopped" || len(v.Points) != 2 {
 		t.Fatalf("group status after SIGTERM: %+v", v.statusFile)
 	}
+	o := runCmd(t, "points", "groups", "-json", "-state-dir", filepath.Join(dir, "state"), "vm1")
+	want(t, o, 0)
+	var ms []struct {
+		ID    string `json:"id"`
+		Disks []struct {
+			Name, Point string
+		} `json:"disks"`
+	}
+	if err := json.Unmarshal([]byte(o.stdout), &ms); err != nil || len(ms) != 2 || len(ms[1].Disks) != 2 || ms[1].Disks[1].Name != "data" {
+		t.Fatalf("points groups: %v %+v\n%s", err, ms, o)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "points", "data-replica.img@"+ms[1].Disks[1].Point+".point")); err != nil {
+		t.Fatalf("the group point names a member point that is not there: %v", err)
+	}
 	// Per-disk flags belong in the file: refused, not silently ignored.
 	want(t, runCmd(t, "replicate", "-once", "-config", path, "-points-dir", dir), 2, "set it in the file")
 	os.WriteFile(path, []byte(strings.Replace(cfg, "keep-last: 2", "keep-lats: 2", 1)), 0o600)
-	o := runCmd(t, "replicate", "-once", "-config", path)
+	o = runCmd(t, "replicate", "-once", "-config", path)
 	want(t, o, 2, "line 7: keep-lats is not a key here")
 }
 
