@@ -47,7 +47,8 @@ type ReflinkFreezer struct {
 	img *os.File // the image at NewReflinkFreezer, for Size after Close
 
 	mu   sync.Mutex
-	last int64 // the last view's ID, so that two never share one
+	last int64           // the last view's ID, so that two never share one
+	live map[string]bool // views this freezer made and not released: CleanViews keeps them
 }
 
 // NewReflinkFreezer opens the image at path and proves the filesystem
@@ -93,7 +94,8 @@ func (f *ReflinkFreezer) viewPath(id string) string {
 
 // CleanViews deletes the views of this freezer's image and tag left by a
 // process that was killed, but for those named in keep (the base of the
-// next cycle, which the state file names).
+// next cycle, which the state file names) and those this freezer made
+// and has not released (another replicator sharing it holds them).
 func (f *ReflinkFreezer) CleanViews(ctx context.Context, keep []string) error {
 	names, err := filepath.Glob(filepath.Join(f.dir, f.viewPrefix()+"*"))
 	if err != nil {
@@ -102,7 +104,10 @@ func (f *ReflinkFreezer) CleanViews(ctx context.Context, keep []string) error {
 	var errs []error
 	for _, n := range names {
 		id := "r" + strings.TrimPrefix(filepath.Base(n), f.viewPrefix())
-		if slices.Contains(keep, id) || strings.HasPrefix(id, "rtrial-") {
+		f.mu.Lock()
+		live := f.live[id]
+		f.mu.Unlock()
+		if live || slices.Contains(keep, id) || strings.HasPrefix(id, "rtrial-") {
 			continue
 		}
 		if err := os.Remove(n); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -173,6 +178,12 @@ func (f *ReflinkFreezer) Freeze(ctx context.Context) (View, error) {
 		os.Remove(p)
 		return nil, err
 	}
+	f.mu.Lock()
+	if f.live == nil {
+		f.live = map[string]bool{}
+	}
+	f.live["r"+id] = true
+	f.mu.Unlock()
 	return &reflinkView{Disk: src, id: "r" + id, t: time.Unix(0, n), path: p, f: f}, nil
 }
 
@@ -245,6 +256,9 @@ func (v *reflinkView) Time() time.Time { return v.t }
 func (v *reflinkView) Release(context.Context) error {
 	v.once.Do(func() {
 		v.err = errors.Join(v.Disk.Close(), os.Remove(v.path))
+		v.f.mu.Lock()
+		delete(v.f.live, v.id)
+		v.f.mu.Unlock()
 	})
 	return v.err
 }

@@ -312,3 +312,42 @@ func TestReflinkEdges(t *testing.T) {
 		t.Fatal("the target is not the image that replaced the old one")
 	}
 }
+
+// TestReflinkSharedFreezer: two replicators sharing one freezer (two
+// targets of one image) do not delete each other's base views.
+func TestReflinkSharedFreezer(t *testing.T) {
+	ctx := context.Background()
+	dir := xfsDir(t)
+	sp := filepath.Join(dir, "vm1.img")
+	os.WriteFile(sp, bytes.Repeat([]byte("abcdefgh"), 1<<17), 0o644)
+	fr, err := NewReflinkFreezer(sp, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fr.Close()
+	var rs []*Replicator
+	for _, n := range []string{"a", "b"} {
+		d, err := localdisk.OpenTarget(filepath.Join(dir, n+".img"), localdisk.TargetOptions{Create: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		r, err := New(Config{Name: n, Source: fr, Target: &FileTarget{Disk: d}, Policy: Policy{KeepLast: 1, KeepHourly: -1}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close(ctx)
+		rs = append(rs, r)
+	}
+	for round := range 3 {
+		for i, r := range rs {
+			rep, err := r.Cycle(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if round > 0 && rep.Full {
+				t.Fatalf("round %d, replicator %d compared everything: %s", round, i, rep.Reason)
+			}
+		}
+	}
+}
