@@ -289,6 +289,38 @@ func (s *Server) Stop() error {
 	return s.stopErr
 }
 
+// Restart stops the server (SIGTERM, so that Azurite saves its data),
+// keeps it down for down, and starts it again on the same port with the
+// same data: a service that went away mid-request and came back.
+func (s *Server) Restart(ctx context.Context, down time.Duration) error {
+	pid := s.cmd.Process.Pid
+	_ = syscall.Kill(-pid, syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(10 * time.Second):
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		<-s.done
+	}
+	select {
+	case <-time.After(down):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	cmd := exec.Command(s.cmd.Path, s.cmd.Args[1:]...)
+	cmd.Stdout, cmd.Stderr = s.cmd.Stdout, s.cmd.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("azurite: restarting: %w", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(done)
+	}()
+	s.cmd, s.done = cmd, done
+	return s.waitReady(ctx, 60*time.Second)
+}
+
 // Output returns what the server printed (empty when Options.Log was set).
 func (s *Server) Output() string { return s.out.String() }
 
