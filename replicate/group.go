@@ -92,6 +92,9 @@ type GroupConfig struct {
 	StateDir string
 	// Concurrency is how many members are synced at once. Default 2.
 	Concurrency int
+	// SignatureDir, when set, keeps the signatures of each member's
+	// points in SignatureDir/MEMBER (see Config.SignatureDir).
+	SignatureDir string
 	// OnCycle, when set, is called at the end of every group cycle,
 	// successful or not, with its report and error (see Config.OnCycle).
 	OnCycle func(GroupReport, error)
@@ -142,6 +145,9 @@ func NewGroup(cfg GroupConfig) (*Group, error) {
 		d, err := newDisk(m.Name, nil, m.Target, m.Dirty, cfg.Policy, cfg.Transfer, sf)
 		if err != nil {
 			return nil, err
+		}
+		if cfg.SignatureDir != "" {
+			d.sigDir = filepath.Join(cfg.SignatureDir, m.Name)
 		}
 		g.disks = append(g.disks, d)
 	}

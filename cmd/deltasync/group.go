@@ -195,7 +195,7 @@ func (x *replication) openGroup(ctx context.Context, f *replFlags, policy replic
 	x.g, err = replicate.NewGroup(replicate.GroupConfig{
 		Name: x.name, Members: members, Freezer: replicate.FreezeTogether(pause, freezers...),
 		Policy: policy, Quotas: cfg.Quotas, Manifests: replicate.DirManifests{Dir: manifests},
-		Transfer: cfg.Transfer, StateDir: stateDir, OnCycle: x.onGroupCycle,
+		Transfer: cfg.Transfer, StateDir: stateDir, OnCycle: x.onGroupCycle, SignatureDir: x.signatureDir(),
 	})
 	return err
 }

@@ -25,7 +25,8 @@ func cmdPoints(ctx context.Context, args []string) error {
 	rf.cmd = "points"
 	pointsDir := fs.String("points-dir", "", "image file DST: the folder of its points, as given to 'deltasync replicate' (default: DST's folder)")
 	stateDir := fs.String("state-dir", "", "the replication's state folder, where its points' signatures are (default "+replicateDirDefault()+")")
-	name := fs.String("name", "", "the replication's name (default: DST's file or blob name, as replicate takes it)")
+	name := fs.String("name", "", "the replication's name (default: DST's file or blob name, as replicate takes it); for a group, the group's")
+	member := fs.String("member", "", "a group's disk: the name of DST in the group file (its points' signatures are the group's)")
 	fs.BoolVar(&rf.json, "json", false, "print JSON on stdout")
 	fs.BoolVar(&rf.quiet, "q", false, "print nothing on stderr but errors")
 	rf.blob.register(fs)
@@ -72,9 +73,11 @@ every member, frozen together; restore each member's point to restore the group.
 	if *name == "" {
 		*name = defaultName(pos[1])
 	}
-	sigOf := func(id string) string {
-		return replicate.SignaturePath(filepath.Join(*stateDir, *name+".signatures"), id)
+	sigDir := filepath.Join(*stateDir, *name+".signatures")
+	if *member != "" {
+		sigDir = filepath.Join(sigDir, *member)
 	}
+	sigOf := func(id string) string { return replicate.SignaturePath(sigDir, id) }
 	pts, closer, err := openPoints(pos[1], *pointsDir)
 	if err != nil {
 		return sided("target", err)

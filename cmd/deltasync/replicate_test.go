@@ -407,6 +407,9 @@ disks:
 	if _, err := os.Stat(filepath.Join(dir, "points", "data-replica.img@"+ms[1].Disks[1].Point+".point")); err != nil {
 		t.Fatalf("the group point names a member point that is not there: %v", err)
 	}
+	// Each member's point is proved against its signature.
+	want(t, runCmd(t, "points", "verify", "-state-dir", filepath.Join(dir, "state"), "-name", "vm1", "-member", "data",
+		"-points-dir", filepath.Join(dir, "points"), filepath.Join(dir, "data-replica.img"), ms[1].Disks[1].Point), 0, "holds exactly what was replicated")
 	// Per-disk flags belong in the file: refused, not silently ignored.
 	want(t, runCmd(t, "replicate", "-once", "-config", path, "-points-dir", dir), 2, "set it in the file")
 	os.WriteFile(path, []byte(strings.Replace(cfg, "keep-last: 2", "keep-lats: 2", 1)), 0o600)
