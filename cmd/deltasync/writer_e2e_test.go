@@ -4,11 +4,12 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -33,27 +34,65 @@ type logged struct {
 // the image as it was at the point's freeze and requires the point to
 // equal it (sha256): the image after the writes done before the freeze,
 // and any of the writes under way during it, in order. The points kept
-// are exactly the 10 newest cut (-keep-last 10).
+// are exactly the 10 newest cut (-keep-last 10). The same runs for a group
+// of two disks (-config, Group.Run): each member's point is checked
+// against its own view's freeze, and the group points kept are the 10
+// newest.
 func TestReplicateWhileWriting(t *testing.T) {
+	for _, group := range []bool{false, true} {
+		t.Run(map[bool]string{false: "disk", true: "group"}[group], func(t *testing.T) { whileWriting(t, group) })
+	}
+}
+
+// member is one disk of whileWriting: its image, replica and write log.
+type member struct {
+	name, src, dst string
+	orig           []byte
+	f              *os.File
+	log            []logged
+}
+
+func whileWriting(t *testing.T, group bool) {
 	dir := xfstest.Dir(t, 1<<30)
 	rng := newRand(t)
 	const size = 8 * miB
-	srcPath, dstPath, state := filepath.Join(dir, "vm1.img"), filepath.Join(dir, "replica.img"), filepath.Join(dir, "state")
-	orig := randomBytes(rng, size)
-	writeFile(t, srcPath, orig)
-	cmd, _, se := command(t, "replicate", "-interval", "1s", "-freeze", "reflink", "-state-dir", state,
-		"-keep-last", "10", "-keep-hourly", "0", "-scrub-every", "-1", "-log-format", "json", srcPath, dstPath)
+	state := filepath.Join(dir, "state")
+	ms := []*member{{name: "os"}}
+	if group {
+		ms = append(ms, &member{name: "data"})
+	}
+	for _, m := range ms {
+		m.src, m.dst = filepath.Join(dir, m.name+".img"), filepath.Join(dir, m.name+"-replica.img")
+		m.orig = randomBytes(rng, size)
+		writeFile(t, m.src, m.orig)
+	}
+	args := []string{"replicate", "-interval", "1s", "-freeze", "reflink", "-state-dir", state,
+		"-keep-last", "10", "-keep-hourly", "0", "-scrub-every", "-1", "-log-format", "json"}
+	name := "os-replica"
+	if group {
+		name = "vm1"
+		cfg := "name: vm1\ndisks:\n"
+		for _, m := range ms {
+			cfg += fmt.Sprintf("  - name: %s\n    source: %s\n    target: %s\n", m.name, m.src, m.dst)
+		}
+		path := filepath.Join(dir, "vm1.yaml")
+		os.WriteFile(path, []byte(cfg), 0o600)
+		args = append(args, "-config", path)
+	} else {
+		args = append(args, ms[0].src, ms[0].dst)
+	}
+	cmd, _, se := command(t, args...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
-
-	f, err := os.OpenFile(srcPath, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
+	for _, m := range ms {
+		f, err := os.OpenFile(m.src, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.f = f
 	}
-	var mu sync.Mutex
-	var wlog []logged
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
@@ -64,6 +103,7 @@ func TestReplicateWhileWriting(t *testing.T) {
 				return
 			case <-time.After(time.Duration(5+rng.IntN(20)) * time.Millisecond):
 			}
+			m := ms[rng.IntN(len(ms))]
 			n := 4 * kiB * (1 + rng.IntN(256))
 			off := 4 * kiB * rng.IntN((size-n)/(4*kiB)+1)
 			p := make([]byte, n)
@@ -74,37 +114,40 @@ func TestReplicateWhileWriting(t *testing.T) {
 				}
 			}
 			w := logged{gen: gen, off: off, n: n, zero: zero, start: time.Now()}
-			if _, err := f.WriteAt(p, int64(off)); err != nil {
+			if _, err := m.f.WriteAt(p, int64(off)); err != nil {
 				t.Error(err)
 				return
 			}
 			w.end = time.Now()
-			mu.Lock()
-			wlog = append(wlog, w)
-			mu.Unlock()
+			m.log = append(m.log, w) // read only after done
 		}
 	}()
-	waitFor(t, 60*time.Second, "22 cycles", func() bool {
-		v, err := readStatus(state, "replica")
+	waitFor(t, 90*time.Second, "22 cycles", func() bool {
+		v, err := readStatus(state, name)
 		return err == nil && v.Cycles >= 22
 	})
 	close(stop)
 	<-done
-	f.Close()
+	for _, m := range ms {
+		m.f.Close()
+	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("SIGTERM: %v\n%s", err, se)
 	}
-	st, err := readStatus(state, "replica")
+	st, err := readStatus(state, name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The points cut, from the cycle log lines.
+	// The points (group points) cut, from the log lines.
 	var cut []string
 	hinted := 0
-	for _, c := range cycleLines(t, se.String()) {
-		if c["msg"] == "cycle done" && c["point_kept"] == false {
+	for _, c := range logLines(t, se.String()) {
+		switch {
+		case !group && c["msg"] == "cycle done" && c["point_kept"] == false:
 			cut = append(cut, c["point"].(string))
+		case group && c["msg"] == "group cycle done":
+			cut = append(cut, c["manifest"].(string))
 		}
 		if c["full"] == false {
 			hinted++
@@ -120,47 +163,78 @@ func TestReplicateWhileWriting(t *testing.T) {
 	if strings.Join(kept, ",") != strings.Join(cut[len(cut)-10:], ",") {
 		t.Fatalf("points kept %v, want the 10 newest cut %v", kept, cut[len(cut)-10:])
 	}
-	// Rebuild each point's image from the writer's log.
-	img := bytes.Clone(orig)
-	applied := 0 // writes of wlog applied to img
-	apply := func(w logged) {
+	// Each member's points: (view, point file) oldest first.
+	views := map[string][]pv{}
+	if group {
+		o := runCmd(t, "points", "groups", "-json", "-state-dir", state, "vm1")
+		want(t, o, 0)
+		var mans []struct {
+			Disks []struct{ Name, View, Point string } `json:"disks"`
+		}
+		if err := json.Unmarshal([]byte(o.stdout), &mans); err != nil {
+			t.Fatal(err)
+		}
+		for _, mn := range mans {
+			for _, d := range mn.Disks {
+				views[d.Name] = append(views[d.Name], pv{d.View, filepath.Join(dir, d.Name+"-replica.img@"+d.Point+".point")})
+			}
+		}
+	} else {
+		for _, p := range st.Points {
+			views["os"] = append(views["os"], pv{p.View, filepath.Join(dir, "os-replica.img@"+p.ID+".point")})
+		}
+	}
+	checked := 0
+	for _, m := range ms {
+		checked += checkPoints(t, m, views[m.name])
+	}
+	t.Logf("%d cycles (%d hinted), %d member points checked against the writer's log", st.Cycles, hinted, checked)
+}
+
+// pv is a point of one disk: its view's ID and its file.
+type pv struct{ view, file string }
+
+// checkPoints rebuilds m's image at each point's freeze from the write
+// log and compares it with the point (sha256).
+func checkPoints(t *testing.T, m *member, pts []pv) int {
+	t.Helper()
+	img := bytes.Clone(m.orig)
+	apply := func(dst []byte, w logged) {
 		if w.zero {
-			clear(img[w.off : w.off+w.n])
+			clear(dst[w.off : w.off+w.n])
 			return
 		}
 		for i := 0; i < w.n; i += 8 {
-			binary.LittleEndian.PutUint64(img[w.off+i:], uint64(w.gen)<<32|uint64(i))
+			binary.LittleEndian.PutUint64(dst[w.off+i:], uint64(w.gen)<<32|uint64(i))
 		}
 	}
-	for _, p := range st.Points { // oldest first
-		ns, err := strconv.ParseInt(strings.TrimPrefix(p.View, "r"), 10, 64)
+	applied := 0
+	for _, p := range pts { // oldest first
+		ns, err := strconv.ParseInt(strings.TrimPrefix(p.view, "r"), 10, 64)
 		if err != nil {
-			t.Fatalf("point %s: view %q", p.ID, p.View)
+			t.Fatalf("%s: point %s: view %q", m.name, p.file, p.view)
 		}
 		frozen := time.Unix(0, ns) // taken just before the clone
 		// Writes done before the freeze are in; the clone takes
 		// milliseconds: writes started more than a second later are out.
-		for applied < len(wlog) && wlog[applied].end.Before(frozen) {
-			apply(wlog[applied])
+		for applied < len(m.log) && m.log[applied].end.Before(frozen) {
+			apply(img, m.log[applied])
 			applied++
 		}
-		b, err := os.ReadFile(filepath.Join(dir, "replica.img@"+p.ID+".point"))
+		b, err := os.ReadFile(p.file)
 		if err != nil {
 			t.Fatal(err)
 		}
 		got := sha256.Sum256(b)
 		probe := bytes.Clone(img)
 		ok := got == sha256.Sum256(probe)
-		for k := applied; !ok && k < len(wlog) && wlog[k].start.Before(frozen.Add(time.Second)); k++ {
-			save := img
-			img = probe
-			apply(wlog[k])
-			img = save
+		for k := applied; !ok && k < len(m.log) && m.log[k].start.Before(frozen.Add(time.Second)); k++ {
+			apply(probe, m.log[k])
 			ok = got == sha256.Sum256(probe)
 		}
 		if !ok {
-			t.Fatalf("point %s (view %s) is no state of the source at its freeze", p.ID, p.View)
+			t.Fatalf("%s: point %s (view %s) is no state of the source at its freeze", m.name, filepath.Base(p.file), p.view)
 		}
 	}
-	t.Logf("%d writes, %d cycles (%d hinted), %d points checked", len(wlog), st.Cycles, hinted, len(st.Points))
+	return len(pts)
 }
