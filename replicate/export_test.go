@@ -1,0 +1,4 @@
+package replicate
+
+// Test helpers for the external test package (replicate_test).
+var WriteRandom = writeRandom
