@@ -31,7 +31,8 @@ type logged struct {
 // source without pause: writes of 4 KiB to 1 MiB stamped with their
 // generation, one in four of zeros over data. The writer logs each write
 // with its times; for every point kept, the test rebuilds from that log
-// the image as it was at the point's freeze and requires the point to
+// the image as it was at the point's freeze and requires the point,
+// restored by `deltasync points restore` (which checks its signature), to
 // equal it (sha256): the image after the writes done before the freeze,
 // and any of the writes under way during it, in order. The points kept
 // are exactly the 10 newest cut (-keep-last 10). The same runs for a group
@@ -176,12 +177,14 @@ func whileWriting(t *testing.T, group bool) {
 		}
 		for _, mn := range mans {
 			for _, d := range mn.Disks {
-				views[d.Name] = append(views[d.Name], pv{d.View, filepath.Join(dir, d.Name+"-replica.img@"+d.Point+".point")})
+				views[d.Name] = append(views[d.Name], pv{d.View, []string{"points", "restore", "-state-dir", state, "-name", "vm1", "-member", d.Name,
+					filepath.Join(dir, d.Name+"-replica.img"), d.Point}})
 			}
 		}
 	} else {
 		for _, p := range st.Points {
-			views["os"] = append(views["os"], pv{p.View, filepath.Join(dir, "os-replica.img@"+p.ID+".point")})
+			views["os"] = append(views["os"], pv{p.View, []string{"points", "restore", "-state-dir", state, "-name", name,
+				filepath.Join(dir, "os-replica.img"), p.ID}})
 		}
 	}
 	checked := 0
@@ -191,11 +194,16 @@ func whileWriting(t *testing.T, group bool) {
 	t.Logf("%d cycles (%d hinted), %d member points checked against the writer's log", st.Cycles, hinted, checked)
 }
 
-// pv is a point of one disk: its view's ID and its file.
-type pv struct{ view, file string }
+// pv is a point of one disk: its view's ID and the command that
+// restores it.
+type pv struct {
+	view    string
+	restore []string // points restore ... DST POINT (the output file is added)
+}
 
 // checkPoints rebuilds m's image at each point's freeze from the write
-// log and compares it with the point (sha256).
+// log and compares it with the point restored by the command (sha256;
+// the restore also checks the point's signature).
 func checkPoints(t *testing.T, m *member, pts []pv) int {
 	t.Helper()
 	img := bytes.Clone(m.orig)
@@ -212,7 +220,7 @@ func checkPoints(t *testing.T, m *member, pts []pv) int {
 	for _, p := range pts { // oldest first
 		ns, err := strconv.ParseInt(strings.TrimPrefix(p.view, "r"), 10, 64)
 		if err != nil {
-			t.Fatalf("%s: point %s: view %q", m.name, p.file, p.view)
+			t.Fatalf("%s: point %v: view %q", m.name, p.restore, p.view)
 		}
 		frozen := time.Unix(0, ns) // taken just before the clone
 		// Writes done before the freeze are in; the clone takes
@@ -221,7 +229,9 @@ func checkPoints(t *testing.T, m *member, pts []pv) int {
 			apply(img, m.log[applied])
 			applied++
 		}
-		b, err := os.ReadFile(p.file)
+		out := filepath.Join(t.TempDir(), "restored.img")
+		want(t, runCmd(t, append(p.restore, out)...), 0, "against its signature")
+		b, err := os.ReadFile(out)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -233,7 +243,7 @@ func checkPoints(t *testing.T, m *member, pts []pv) int {
 			ok = got == sha256.Sum256(probe)
 		}
 		if !ok {
-			t.Fatalf("%s: point %s (view %s) is no state of the source at its freeze", m.name, filepath.Base(p.file), p.view)
+			t.Fatalf("%s: restored point %v (view %s) is no state of the source at its freeze", m.name, p.restore, p.view)
 		}
 	}
 	return len(pts)
