@@ -60,8 +60,14 @@ func cmdCopy(ctx context.Context, name string, args []string) error {
 	var rf runFlags
 	fs := newFlagSet(name, &rf)
 	pos, err := parseArgs(fs, args)
-	if err == nil && len(pos) != 2 {
-		err = usagef(name, "want SRC and DST, got %d arguments", len(pos))
+	var label string
+	if err == nil {
+		var src, dst string
+		src, dst, label, err = rf.idx.resolve(name, pos)
+		pos = []string{src, dst}
+	}
+	if err == nil && rf.idx.on() && (rf.offset != 0 || rf.length != 0) {
+		err = usagef(name, "-index picks the range itself: give no -offset or -length")
 	}
 	if err != nil {
 		// A usage error may stop the parse before -json: look for it.
@@ -95,7 +101,11 @@ func cmdCopy(ctx context.Context, name string, args []string) error {
 	if !rf.quiet {
 		// One line on stderr, terminal or not (with -json too: stdout
 		// carries the object).
-		fmt.Fprintln(os.Stderr, summary(name, st)+rf.blob.credentialNote())
+		prefix := ""
+		if label != "" {
+			prefix = label + ": "
+		}
+		fmt.Fprintln(os.Stderr, prefix+summary(name, st)+rf.blob.credentialNote())
 	}
 	if rf.json {
 		return printJSON(name, srcArg, dstArg, st, &rf.blob, rf.noPoint, nil)
@@ -123,6 +133,16 @@ func copyDisks(ctx context.Context, name, srcArg, dstArg string, rf *runFlags, r
 	}
 	defer srcCloser.Close()
 	rf.blob.srcSize = src.Size()
+	if rf.idx.on() && rf.idx.fleet == "" {
+		off, n, ok := slice(rf.idx.index, rf.idx.count, src.Size(), sliceUnit(int64(o.BlockSize)))
+		if !ok {
+			fmt.Fprintf(os.Stderr, "deltasync: index %d/%d: the slice is empty (%d bytes in %d slices): nothing to do\n", rf.idx.index, rf.idx.count, src.Size(), rf.idx.count)
+			return transfer.Stats{}, nil
+		}
+		o.Offset, o.Length = off, n
+		rf.offset, rf.length = size(off), size(n)
+		rw.lo = off
+	}
 	rw.size = max(0, src.Size()-o.Offset)
 	if o.Length > 0 {
 		rw.size = min(rw.size, o.Length)

@@ -64,6 +64,8 @@ type runFlags struct {
 
 	// agent:// disks (agent.go)
 	agent agentFlags
+	// one index of a fleet or a sliced disk (index.go)
+	idx indexFlags
 }
 
 func newFlagSet(name string, rf *runFlags) *flag.FlagSet {
@@ -108,6 +110,7 @@ func newFlagSet(name string, rf *runFlags) *flag.FlagSet {
 	fs.StringVar(&rf.zeroMode, "zero-mode", "punch", "how a file target clears zero ranges: punch (sparse), zero-range (keeps blocks), write")
 	rf.blob.register(fs)
 	rf.agent.register(fs)
+	rf.idx.register(fs)
 	return fs
 }
 
