@@ -100,10 +100,7 @@ func TestFlagsAfterArgs(t *testing.T) {
 
 	// A target whose name starts with '-', after "--".
 	odd := filepath.Join(dir, "-odd.img")
-	if err := os.Chdir(dir); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.Chdir(filepath.Dir(bin)) })
+	t.Chdir(dir) // restored when the test ends
 	r = figures(t, runCmd(t, "seed", "-journal-dir", jdir, "-json", "--", "src.img", "-odd.img"))
 	if r.Target != "-odd.img" {
 		t.Errorf("seed -- src.img -odd.img: target %q", r.Target)

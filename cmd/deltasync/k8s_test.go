@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -21,7 +22,8 @@ import (
 // and the ConfigMap.
 func manifestJob(t *testing.T) (*batchv1.Job, *corev1.ConfigMap) {
 	t.Helper()
-	b, err := os.ReadFile("../../docs/deltasync-indexed-job.yaml")
+	_, here, _, _ := runtime.Caller(0) // this file: cmd/deltasync/k8s_test.go, whatever the working directory
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(here), "..", "..", "docs", "deltasync-indexed-job.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
