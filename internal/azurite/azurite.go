@@ -276,31 +276,30 @@ func (s *Server) waitReady(ctx context.Context, timeout time.Duration) error {
 // its data. It may be called more than once.
 func (s *Server) Stop() error {
 	s.once.Do(func() {
-		pid := s.cmd.Process.Pid
-		_ = syscall.Kill(-pid, syscall.SIGTERM)
-		select {
-		case <-s.done:
-		case <-time.After(5 * time.Second):
-			_ = syscall.Kill(-pid, syscall.SIGKILL)
-			<-s.done
-		}
+		s.terminate(5 * time.Second)
 		s.stopErr = os.RemoveAll(s.dataDir)
 	})
 	return s.stopErr
+}
+
+// terminate sends SIGTERM to the server's process group and, after
+// grace, SIGKILL; it returns when the server has exited.
+func (s *Server) terminate(grace time.Duration) {
+	pid := s.cmd.Process.Pid
+	_ = syscall.Kill(-pid, syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(grace):
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		<-s.done
+	}
 }
 
 // Restart stops the server (SIGTERM, so that Azurite saves its data),
 // keeps it down for down, and starts it again on the same port with the
 // same data: a service that went away mid-request and came back.
 func (s *Server) Restart(ctx context.Context, down time.Duration) error {
-	pid := s.cmd.Process.Pid
-	_ = syscall.Kill(-pid, syscall.SIGTERM)
-	select {
-	case <-s.done:
-	case <-time.After(10 * time.Second):
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
-		<-s.done
-	}
+	s.terminate(10 * time.Second)
 	select {
 	case <-time.After(down):
 	case <-ctx.Done():

@@ -58,14 +58,7 @@ func TestCyclesThroughFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close(ctx)
-	direct := func(u string) []byte {
-		b, err := pageblob.Open(ctx, u, &pageblob.Options{Getenv: noEnv})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer b.Close()
-		return readAll(t, b)
-	}
+	direct := func(u string) []byte { return readDirect(t, u) }
 	failed := 0
 	for i := range 10 {
 		if i > 0 {

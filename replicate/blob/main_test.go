@@ -124,3 +124,15 @@ func pointEquals(t *testing.T, tg replicate.Points, id string, want []byte) {
 		t.Fatalf("point %s is not the source it was cut from: %v", id, err)
 	}
 }
+
+// readDirect reads the whole blob (or snapshot) at u, opened apart from
+// the code under test.
+func readDirect(t *testing.T, u string) []byte {
+	t.Helper()
+	b, err := pageblob.Open(context.Background(), u, &pageblob.Options{Getenv: noEnv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	return readAll(t, b)
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/deltasync/deltasync/replicate"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/deltasync/deltasync/replicate"
 
 	"github.com/deltasync/deltasync/disk"
 	"github.com/deltasync/deltasync/pageblob"

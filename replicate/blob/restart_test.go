@@ -101,14 +101,7 @@ func TestCyclesAcrossAzuriteRestart(t *testing.T) {
 	defer dst.Close()
 	r = open(dst, 0)
 	defer r.Close(ctx)
-	direct := func(u string) []byte {
-		b, err := pageblob.Open(ctx, u, &pageblob.Options{Getenv: noEnv})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer b.Close()
-		return readAll(t, b)
-	}
+	direct := func(u string) []byte { return readDirect(t, u) }
 	for i := range 3 {
 		mutate(t, rng, src, size, 5)
 		want := direct(srcURL)
