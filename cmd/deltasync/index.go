@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -112,8 +113,13 @@ func readFleet(path string) ([][2]string, error) {
 		return nil, fmt.Errorf("-fleet: %w", err)
 	}
 	defer f.Close()
+	return parseFleet(f, path)
+}
+
+// parseFleet parses a fleet's text; path names it in errors.
+func parseFleet(r io.Reader, path string) ([][2]string, error) {
 	var out [][2]string
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(r)
 	for n := 1; sc.Scan(); n++ {
 		line := sc.Text()
 		if i := strings.Index(line, "#"); i >= 0 {

@@ -77,7 +77,7 @@ func TestIndexedJobManifest(t *testing.T) {
 	if !ok {
 		t.Fatal("the ConfigMap has no disks.txt")
 	}
-	lines, err := readFleetText(fleet)
+	lines, err := parseFleet(strings.NewReader(fleet), "the ConfigMap's disks.txt")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,14 +193,4 @@ func TestIndexedJobManifest(t *testing.T) {
 	for i := range lines {
 		sameBytes(t, fmt.Sprintf("index %d's target", i), filepath.Join(dir, fmt.Sprintf("dst%d.img", i)), srcs[i])
 	}
-}
-
-// readFleetText parses a fleet file's text (as readFleet does a file's).
-func readFleetText(s string) ([][2]string, error) {
-	p := filepath.Join(os.TempDir(), fmt.Sprintf("fleet-%d.txt", time.Now().UnixNano()))
-	if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
-		return nil, err
-	}
-	defer os.Remove(p)
-	return readFleet(p)
 }
